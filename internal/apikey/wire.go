@@ -1,0 +1,27 @@
+package apikey
+
+// VerifyPath is the sidecar's verify endpoint.
+const VerifyPath = "/internal/v1/verify"
+
+// VerifyRequest is the body of POST /internal/v1/verify (SPEC §6). Without
+// ClientIP the IP rule is not evaluated: the caller evaluates it from the
+// returned whitelist with CheckIP.
+type VerifyRequest struct {
+	Key            string   `json:"key"`
+	ClientIP       string   `json:"clientIp,omitempty"`
+	RequiredScopes []string `json:"requiredScopes"`
+	AllowedModes   []string `json:"allowedModes"`
+}
+
+// VerifyResult is the data of the verify answer. Key facts are present only
+// when the key is known and valid (DenyCode is not 4012).
+type VerifyResult struct {
+	Allow       bool     `json:"allow"`
+	DenyCode    string   `json:"denyCode"`
+	APIKeyID    string   `json:"apiKeyId,omitempty"`
+	WorkspaceID string   `json:"workspaceId,omitempty"`
+	Mode        string   `json:"mode,omitempty"`
+	Scopes      []string `json:"scopes,omitempty"`
+	IPWhitelist []string `json:"ipWhitelist,omitempty"`
+	ExpiresAt   string   `json:"expiresAt,omitempty"` // RFC 3339; for this secret
+}

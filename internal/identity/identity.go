@@ -1,0 +1,98 @@
+// Package identity is the signed assertion the plugin hands the sidecar on
+// management requests (SPEC §6): a JWT, HS256 with the gateway secret, that
+// lives at most MaxTTL.
+//
+// The plugin signs it after checking the caller's own JWT, role and portal;
+// the sidecar trusts nothing else on a management request but this assertion
+// or the admin token.
+package identity
+
+import (
+	"errors"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Header carries the assertion; clients' X-Keygate-* headers are stripped
+// by the plugin.
+const Header = "X-Keygate-Identity"
+
+// HeaderPrefix is the prefix of every header the plugin owns.
+const HeaderPrefix = "X-Keygate-"
+
+// MaxTTL bounds exp - iat.
+const MaxTTL = 60 * time.Second
+
+// RoleOwner is the only role that may manage keys.
+const RoleOwner = "OWNER"
+
+// Claims of the assertion.
+type Claims struct {
+	Subject       string `json:"sub"`
+	WorkspaceID   string `json:"workspaceId"`
+	Role          string `json:"role"`
+	Portal        string `json:"portal"`
+	RequestID     string `json:"requestId"`
+	AllowTestMode bool   `json:"allowTestMode"`
+	IssuedAt      int64  `json:"iat"`
+	ExpiresAt     int64  `json:"exp"`
+}
+
+// ErrInvalid is every reason an assertion is not accepted.
+var ErrInvalid = errors.New("invalid identity assertion")
+
+type jwtClaims struct {
+	Claims
+}
+
+func numericDate(unix int64) *jwt.NumericDate {
+	if unix == 0 {
+		return nil
+	}
+	return jwt.NewNumericDate(time.Unix(unix, 0))
+}
+
+func (c jwtClaims) GetExpirationTime() (*jwt.NumericDate, error) {
+	return numericDate(c.ExpiresAt), nil
+}
+func (c jwtClaims) GetIssuedAt() (*jwt.NumericDate, error)  { return numericDate(c.IssuedAt), nil }
+func (c jwtClaims) GetNotBefore() (*jwt.NumericDate, error) { return nil, nil }
+func (c jwtClaims) GetIssuer() (string, error)              { return "", nil }
+func (c jwtClaims) GetSubject() (string, error)             { return c.Subject, nil }
+func (c jwtClaims) GetAudience() (jwt.ClaimStrings, error)  { return nil, nil }
+
+// Sign returns the assertion for c, issued now and valid for ttl (≤ MaxTTL).
+func Sign(secret []byte, c Claims, now time.Time, ttl time.Duration) (string, error) {
+	if len(secret) == 0 {
+		return "", errors.New("identity: empty gateway secret")
+	}
+	if ttl <= 0 || ttl > MaxTTL {
+		ttl = MaxTTL
+	}
+	c.IssuedAt = now.Unix()
+	c.ExpiresAt = now.Add(ttl).Unix()
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwtClaims{c}).SignedString(secret)
+}
+
+// Verify checks the assertion's signature (HS256 only), its lifetime
+// (exp required, exp-iat ≤ MaxTTL, 5 s leeway for clock skew between nodes)
+// and returns its claims. Every failure is ErrInvalid.
+func Verify(secret []byte, token string, now time.Time) (Claims, error) {
+	if len(secret) == 0 || len(token) == 0 || len(token) > 4096 {
+		return Claims{}, ErrInvalid
+	}
+	var c jwtClaims
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return secret, nil },
+		jwt.WithValidMethods([]string{"HS256"}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(5*time.Second),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	if err != nil || c.ExpiresAt-c.IssuedAt > int64(MaxTTL/time.Second) || c.ExpiresAt <= c.IssuedAt ||
+		c.WorkspaceID == "" || c.Role == "" {
+		return Claims{}, ErrInvalid
+	}
+	return c.Claims, nil
+}

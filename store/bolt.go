@@ -1,0 +1,464 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/keygate/keygate/internal/apikey"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Bucket layout of the bbolt file:
+//
+//	keys     apiKeyId                      → JSON Key
+//	hashes   SHA-256(secret) (32 bytes)    → apiKeyId + validUntil (8 bytes BE, 0 = current secret)
+//	wsidx    workspaceId 0x00 seq (8 BE)   → apiKeyId            (creation order, for List)
+//	events   workspaceId 0x00 seq (8 BE)   → JSON Event
+//	kevents  apiKeyId 0x00 seq (8 BE)      → JSON Event          (events of one key)
+var (
+	bKeys    = []byte("keys")
+	bHashes  = []byte("hashes")
+	bWsIdx   = []byte("wsidx")
+	bEvents  = []byte("events")
+	bKEvents = []byte("kevents")
+	buckets  = [][]byte{bKeys, bHashes, bWsIdx, bEvents, bKEvents}
+)
+
+// BoltOptions tune the bbolt backend; zero values take the defaults.
+type BoltOptions struct {
+	// LockTimeout bounds the wait for another process's lock on the file
+	// (default 3 s).
+	LockTimeout time.Duration
+	// MaxBatchSize and MaxBatchDelay tune how concurrent creates are
+	// coalesced into one fsync (defaults 256 and 2 ms).
+	MaxBatchSize  int
+	MaxBatchDelay time.Duration
+	// MaxSize caps the file size in bytes; 0 = no cap. Writes that would
+	// pass it fail with ErrFull.
+	MaxSize int
+}
+
+// Bolt is the embedded bbolt backend.
+type Bolt struct {
+	db *bolt.DB
+}
+
+var _ Store = (*Bolt)(nil)
+
+// OpenBolt opens (creating if needed, with its directory) the bbolt file at
+// path. A file locked by another process fails after LockTimeout.
+func OpenBolt(path string, o BoltOptions) (*Bolt, error) {
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 3 * time.Second
+	}
+	if o.MaxBatchSize <= 0 {
+		o.MaxBatchSize = 256
+	}
+	if o.MaxBatchDelay <= 0 {
+		o.MaxBatchDelay = 2 * time.Millisecond
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open key db %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      o.LockTimeout,
+		FreelistType: bolt.FreelistMapType,
+		MaxSize:      o.MaxSize,
+	})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("open key db %s: locked by another process (waited %s)", path, o.LockTimeout)
+		}
+		return nil, fmt.Errorf("open key db %s: %w", path, err)
+	}
+	db.MaxBatchSize = o.MaxBatchSize
+	db.MaxBatchDelay = o.MaxBatchDelay
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range buckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open key db %s: %w", path, mapErr(err))
+	}
+	return &Bolt{db: db}, nil
+}
+
+// DB exposes the bbolt handle for tools (benchmarks, checks).
+func (b *Bolt) DB() *bolt.DB { return b.db }
+
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, berrors.ErrMaxSizeReached), errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("%w: %v", ErrFull, err)
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
+		return ErrClosed
+	}
+	return err
+}
+
+func seqKey(prefix string, seq uint64) []byte {
+	k := make([]byte, 0, len(prefix)+9)
+	k = append(k, prefix...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func hashValue(id string, validUntil int64) []byte {
+	v := make([]byte, 0, len(id)+8)
+	v = append(v, id...)
+	return binary.BigEndian.AppendUint64(v, uint64(validUntil))
+}
+
+// Create implements Store.
+func (b *Bolt) Create(ctx context.Context, k *Key, h [32]byte, ev Event) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k.Secrets = []SecretRef{{Hash: h}}
+	val, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	ev.APIKeyID, ev.WorkspaceID = k.ID, k.WorkspaceID
+	// Batch functions may run more than once: everything they write is
+	// derived from their arguments and rolled back with a failed tx.
+	return mapErr(b.db.Batch(func(tx *bolt.Tx) error {
+		keys := tx.Bucket(bKeys)
+		if keys.Get([]byte(k.ID)) != nil {
+			return ErrConflict
+		}
+		hashes := tx.Bucket(bHashes)
+		if hashes.Get(h[:]) != nil {
+			return ErrConflict
+		}
+		seq, err := keys.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := keys.Put([]byte(k.ID), val); err != nil {
+			return err
+		}
+		if err := hashes.Put(h[:], hashValue(k.ID, 0)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bWsIdx).Put(seqKey(k.WorkspaceID, seq), []byte(k.ID)); err != nil {
+			return err
+		}
+		return putEvent(tx, &ev, k.CreatedAt)
+	}))
+}
+
+func putEvent(tx *bolt.Tx, ev *Event, at int64) error {
+	events := tx.Bucket(bEvents)
+	seq, err := events.NextSequence()
+	if err != nil {
+		return err
+	}
+	if ev.EventID == "" {
+		return errors.New("store: event without id")
+	}
+	if ev.At == 0 {
+		ev.At = at
+	}
+	val, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if err := events.Put(seqKey(ev.WorkspaceID, seq), val); err != nil {
+		return err
+	}
+	if ev.APIKeyID != "" {
+		return tx.Bucket(bKEvents).Put(seqKey(ev.APIKeyID, seq), val)
+	}
+	return nil
+}
+
+func getKey(tx *bolt.Tx, ws, id string) (*Key, error) {
+	v := tx.Bucket(bKeys).Get([]byte(id))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var k Key
+	if err := json.Unmarshal(v, &k); err != nil {
+		return nil, fmt.Errorf("store: decode key %s: %w", id, err)
+	}
+	if ws != "" && k.WorkspaceID != ws {
+		return nil, ErrNotFound
+	}
+	return &k, nil
+}
+
+func putKey(tx *bolt.Tx, k *Key) error {
+	val, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bKeys).Put([]byte(k.ID), val)
+}
+
+// Get implements Store.
+func (b *Bolt) Get(ctx context.Context, ws, id string) (*Key, error) {
+	var k *Key
+	err := b.db.View(func(tx *bolt.Tx) error {
+		var err error
+		k, err = getKey(tx, ws, id)
+		return err
+	})
+	return k, mapErr(err)
+}
+
+func encodeCursor(seq []byte) string { return base64.RawURLEncoding.EncodeToString(seq) }
+
+func decodeCursor(c string) ([]byte, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) != 8 {
+		return nil, ErrCursor
+	}
+	return b, nil
+}
+
+// scanNewest walks the keys of bucket under prefix 0x00 from the newest,
+// starting after the cursor, calling fn for up to limit entries. It returns
+// the next cursor.
+func scanNewest(bk *bolt.Bucket, prefix string, p Page, fn func(v []byte) error) (string, error) {
+	pre := append([]byte(prefix), 0)
+	var start []byte
+	if p.Cursor != "" {
+		seq, err := decodeCursor(p.Cursor)
+		if err != nil {
+			return "", err
+		}
+		start = append(append([]byte{}, pre...), seq...)
+	} else {
+		start = append(append([]byte{}, pre...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	}
+	c := bk.Cursor()
+	k, v := c.Seek(start)
+	if k == nil {
+		k, v = c.Last()
+	}
+	// Step back to the last entry strictly before start.
+	for k != nil && bytes.Compare(k, start) >= 0 {
+		k, v = c.Prev()
+	}
+	n := 0
+	var lastSeq []byte
+	for ; k != nil && bytes.HasPrefix(k, pre) && len(k) == len(pre)+8; k, v = c.Prev() {
+		if n == p.Limit {
+			return encodeCursor(lastSeq), nil
+		}
+		if err := fn(v); err != nil {
+			return "", err
+		}
+		lastSeq = append(lastSeq[:0], k[len(pre):]...)
+		n++
+	}
+	return "", nil
+}
+
+// List implements Store.
+func (b *Bolt) List(ctx context.Context, ws string, p Page) ([]*Key, string, error) {
+	out := make([]*Key, 0, p.Limit)
+	var next string
+	err := b.db.View(func(tx *bolt.Tx) error {
+		var err error
+		next, err = scanNewest(tx.Bucket(bWsIdx), ws, p, func(v []byte) error {
+			k, err := getKey(tx, ws, string(v))
+			if err != nil {
+				return err
+			}
+			out = append(out, k)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, "", mapErr(err)
+	}
+	return out, next, nil
+}
+
+// Revoke implements Store.
+func (b *Bolt) Revoke(ctx context.Context, ws, id string, at int64, ev Event) (*Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out *Key
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		k, err := getKey(tx, ws, id)
+		if err != nil {
+			return err
+		}
+		out = k
+		if k.RevokedAt != 0 {
+			return nil
+		}
+		k.RevokedAt = at
+		if err := putKey(tx, k); err != nil {
+			return err
+		}
+		ev.APIKeyID, ev.WorkspaceID = k.ID, k.WorkspaceID
+		return putEvent(tx, &ev, at)
+	})
+	return out, mapErr(err)
+}
+
+// Roll implements Store.
+func (b *Bolt) Roll(ctx context.Context, ws, id string, newHash [32]byte, hint string, now, oldValidUntil int64, ev Event) (*Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out *Key
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		k, err := getKey(tx, ws, id)
+		if err != nil {
+			return err
+		}
+		if k.RevokedAt != 0 {
+			return ErrRevoked
+		}
+		hashes := tx.Bucket(bHashes)
+		if hashes.Get(newHash[:]) != nil {
+			return ErrConflict
+		}
+		// Every secret of this key still open gets the window (never
+		// longer than it had); secrets whose window has passed are deleted.
+		kept := k.Secrets[:0]
+		for _, ref := range k.Secrets {
+			if oldValidUntil <= now || (ref.Until != 0 && ref.Until <= now) {
+				if err := hashes.Delete(ref.Hash[:]); err != nil {
+					return err
+				}
+				continue
+			}
+			if ref.Until == 0 || oldValidUntil < ref.Until {
+				ref.Until = oldValidUntil
+			}
+			if err := hashes.Put(ref.Hash[:], hashValue(id, ref.Until)); err != nil {
+				return err
+			}
+			kept = append(kept, ref)
+		}
+		k.Secrets = append(kept, SecretRef{Hash: newHash})
+		if err := hashes.Put(newHash[:], hashValue(id, 0)); err != nil {
+			return err
+		}
+		k.SecretHint = hint
+		if err := putKey(tx, k); err != nil {
+			return err
+		}
+		out = k
+		ev.APIKeyID, ev.WorkspaceID = k.ID, k.WorkspaceID
+		return putEvent(tx, &ev, now)
+	})
+	return out, mapErr(err)
+}
+
+// Lookup implements Store.
+func (b *Bolt) Lookup(ctx context.Context, h [32]byte) (*apikey.Facts, error) {
+	var f *apikey.Facts
+	err := b.db.View(func(tx *bolt.Tx) error {
+		hv := tx.Bucket(bHashes).Get(h[:])
+		if len(hv) != apikey.IDLen+8 {
+			return ErrNotFound
+		}
+		k, err := getKey(tx, "", string(hv[:apikey.IDLen]))
+		if err != nil {
+			return err
+		}
+		f, err = k.Facts(int64(binary.BigEndian.Uint64(hv[apikey.IDLen:])))
+		return err
+	})
+	return f, mapErr(err)
+}
+
+// Record implements Store.
+func (b *Bolt) Record(ctx context.Context, ev Event) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return mapErr(b.db.Batch(func(tx *bolt.Tx) error {
+		e := ev
+		return putEvent(tx, &e, time.Now().Unix())
+	}))
+}
+
+// Events implements Store.
+func (b *Bolt) Events(ctx context.Context, ws, apiKeyID string, p Page) ([]*Event, string, error) {
+	out := make([]*Event, 0, p.Limit)
+	var next string
+	err := b.db.View(func(tx *bolt.Tx) error {
+		bk, prefix := tx.Bucket(bEvents), ws
+		if apiKeyID != "" {
+			bk, prefix = tx.Bucket(bKEvents), apiKeyID
+		}
+		var err error
+		next, err = scanNewest(bk, prefix, p, func(v []byte) error {
+			var e Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("store: decode event: %w", err)
+			}
+			if e.WorkspaceID != ws {
+				return nil // another workspace's key: never shown
+			}
+			out = append(out, &e)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, "", mapErr(err)
+	}
+	return out, next, nil
+}
+
+// TouchLastUsed implements Store.
+func (b *Bolt) TouchLastUsed(ctx context.Context, used map[string]int64) error {
+	if len(used) == 0 {
+		return nil
+	}
+	return mapErr(b.db.Update(func(tx *bolt.Tx) error {
+		for id, at := range used {
+			k, err := getKey(tx, "", id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if at <= k.LastUsedAt {
+				continue
+			}
+			k.LastUsedAt = at
+			if err := putKey(tx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
+// Ready implements Store.
+func (b *Bolt) Ready(ctx context.Context) error {
+	return mapErr(b.db.View(func(*bolt.Tx) error { return nil }))
+}
+
+// Close implements Store.
+func (b *Bolt) Close() error { return b.db.Close() }

@@ -1,0 +1,87 @@
+// Command keygate-sidecar serves keygate's key-management and verify APIs.
+//
+//	keygate-sidecar [--listen ADDR] [--db PATH] [--scopes-file F]
+//	                [--gateway-secret-file F] [--admin-token-file F] [--version]
+//
+// Secrets come from KEYGATE_GATEWAY_SECRET (required) and
+// KEYGATE_ADMIN_TOKEN (optional), or from the named files.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/keygate/keygate/sidecar"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "keygate-sidecar:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on: host:port or unix:/path.sock")
+	db := flag.String("db", "./data/keygate.db", "bbolt database file (its directory is created)")
+	scopesFile := flag.String("scopes-file", "", "optional scope catalog, one scope code a line")
+	gwFile := flag.String("gateway-secret-file", "", "file holding the gateway secret (else KEYGATE_GATEWAY_SECRET)")
+	adminFile := flag.String("admin-token-file", "", "file holding the admin token (else KEYGATE_ADMIN_TOKEN; admin API off without it)")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("keygate-sidecar", version)
+		return nil
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	gw, err := secret(*gwFile, "KEYGATE_GATEWAY_SECRET")
+	if err != nil {
+		return err
+	}
+	if len(gw) == 0 {
+		return errors.New("gateway secret missing: set KEYGATE_GATEWAY_SECRET or --gateway-secret-file")
+	}
+	admin, err := secret(*adminFile, "KEYGATE_ADMIN_TOKEN")
+	if err != nil {
+		return err
+	}
+	cfg := sidecar.Config{Listen: *listen, DBPath: *db, GatewaySecret: gw, AdminToken: admin, Logger: log}
+	if *scopesFile != "" {
+		if cfg.Scopes, err = sidecar.LoadScopes(*scopesFile); err != nil {
+			return err
+		}
+	}
+	if len(admin) == 0 {
+		log.Info("admin token not set: the admin API is off")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := sidecar.Run(ctx, cfg); err != nil {
+		return err
+	}
+	log.Info("sidecar stopped")
+	return nil
+}
+
+// secret reads a secret from file (when named) or the environment; a file's
+// trailing newline is dropped.
+func secret(file, env string) ([]byte, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", file, err)
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	}
+	return []byte(os.Getenv(env)), nil
+}

@@ -1,0 +1,397 @@
+package sidecar
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/internal/apikey"
+	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/internal/identity"
+	"github.com/keygate/keygate/store"
+	"github.com/valyala/fasthttp"
+)
+
+// caller is who a management request acts for.
+type caller struct {
+	actor         store.Actor
+	allowTestMode bool
+}
+
+// validWorkspace: 1-64 of A-Z a-z 0-9 . _ -, and not a dot segment.
+func validWorkspace(ws string) bool {
+	if len(ws) == 0 || len(ws) > 64 || ws == "." || ws == ".." {
+		return false
+	}
+	for i := 0; i < len(ws); i++ {
+		c := ws[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// handleManage serves /web/v1/workspaces/{ws}/api-keys[...] and
+// /web/v1/workspaces/{ws}/api-key-events. rest is the path after
+// /web/v1/workspaces/.
+func (s *Server) handleManage(ctx *fasthttp.RequestCtx, rid, rest string) envelope.Code {
+	ws, tail, _ := strings.Cut(rest, "/")
+	parts := strings.Split(tail, "/")
+	var route string
+	var id string
+	switch {
+	case len(parts) == 1 && parts[0] == "api-keys":
+		route = "keys"
+	case len(parts) == 2 && parts[0] == "api-keys" && parts[1] != "":
+		route, id = "key", parts[1]
+	case len(parts) == 3 && parts[0] == "api-keys" && parts[2] == "roll":
+		route, id = "roll", parts[1]
+	case len(parts) == 1 && parts[0] == "api-key-events":
+		route = "events"
+	default:
+		reply(ctx, rid, envelope.NotFound, "Not found", nil)
+		return envelope.NotFound
+	}
+	method := string(ctx.Method())
+	allow := map[string]string{"keys": "GET, POST", "key": "GET, DELETE", "roll": "POST", "events": "GET"}[route]
+	if !allowed(allow, method) {
+		return methodNotAllowed(ctx, rid, allow)
+	}
+	if !validWorkspace(ws) {
+		// Authenticate first so the shape of paths leaks nothing.
+		if _, err := s.authenticate(ctx, ws); err != nil {
+			return s.replyErr(ctx, rid, err)
+		}
+		return s.replyErr(ctx, rid, badRequest("workspaceId must be 1-64 characters of A-Z a-z 0-9 . _ -"))
+	}
+	who, err := s.authenticate(ctx, ws)
+	if err != nil {
+		var ee *envelope.Error
+		if errors.As(err, &ee) && ee.Code == envelope.NotOwner {
+			s.recordDenied(ctx, rid, ws, who, ee.Code)
+		}
+		return s.replyErr(ctx, rid, err)
+	}
+	if id != "" && !apikey.ValidID(id) {
+		reply(ctx, rid, envelope.NotFound, "", nil)
+		return envelope.NotFound
+	}
+	var code envelope.Code
+	switch {
+	case route == "keys" && method == "POST":
+		code, err = s.create(ctx, rid, ws, who)
+	case route == "keys":
+		code, err = s.list(ctx, rid, ws)
+	case route == "key" && method == "GET":
+		code, err = s.get(ctx, rid, ws, id)
+	case route == "key":
+		code, err = s.revoke(ctx, rid, ws, id, who)
+	case route == "roll":
+		code, err = s.roll(ctx, rid, ws, id, who)
+	case route == "events":
+		code, err = s.events(ctx, rid, ws)
+	}
+	if err != nil {
+		code = s.replyErr(ctx, rid, err)
+	}
+	return code
+}
+
+func allowed(allow, method string) bool {
+	for _, m := range strings.Split(allow, ", ") {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticate checks the identity assertion or the admin token. On 4030 it
+// still returns the caller, for the audit trail.
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, ws string) (caller, error) {
+	if tok := ctx.Request.Header.Peek(identity.Header); len(tok) > 0 {
+		c, err := identity.Verify(s.cfg.GatewaySecret, string(tok), time.Now())
+		if err != nil {
+			return caller{}, envelope.Errorf(envelope.Unauthorized, "")
+		}
+		who := caller{actor: store.Actor{Sub: c.Subject, Portal: c.Portal}, allowTestMode: c.AllowTestMode}
+		if c.Role != identity.RoleOwner || c.WorkspaceID != ws {
+			return who, envelope.Errorf(envelope.NotOwner, "")
+		}
+		return who, nil
+	}
+	if equalSecret(bearer(ctx), s.cfg.AdminToken) {
+		return caller{actor: store.Actor{Admin: true}, allowTestMode: true}, nil
+	}
+	return caller{}, envelope.Errorf(envelope.Unauthorized, "")
+}
+
+func (s *Server) newEvent(action, rid string, who caller) store.Event {
+	return store.Event{EventID: newEventID(), Action: action, Actor: who.actor, RequestID: rid}
+}
+
+func newEventID() string { return "evt_" + apikey.NewID(apikey.Live)[len("sk_live_"):] }
+
+func (s *Server) recordDenied(ctx *fasthttp.RequestCtx, rid, ws string, who caller, code envelope.Code) {
+	ev := s.newEvent(store.ActionDenied, rid, who)
+	ev.WorkspaceID, ev.Code = ws, string(code)
+	start := time.Now()
+	err := s.store.Record(ctx, ev)
+	s.metrics.observe("record", start)
+	if err != nil {
+		s.log.Warn("audit: denied attempt not recorded", "requestId", rid, "err", err)
+	}
+}
+
+// requireJSON checks the body's media type.
+func requireJSON(ctx *fasthttp.RequestCtx) error {
+	ct := ctx.Request.Header.ContentType()
+	mt, _, _ := bytes.Cut(ct, []byte(";"))
+	if !strings.EqualFold(string(bytes.TrimSpace(mt)), "application/json") {
+		return envelope.Errorf(envelope.UnsupportedMedia, "")
+	}
+	return nil
+}
+
+// keyJSON is the key object of every response.
+type keyJSON struct {
+	APIKeyID    string   `json:"apiKeyId"`
+	Secret      string   `json:"secret,omitempty"`
+	Name        string   `json:"name"`
+	Status      string   `json:"status"`
+	Mode        string   `json:"mode"`
+	Scopes      []string `json:"scopes"`
+	IPWhitelist []string `json:"ipWhitelist"`
+	CreatedAt   string   `json:"createdAt"`
+	ExpiresAt   string   `json:"expiresAt,omitempty"`
+	RevokedAt   string   `json:"revokedAt,omitempty"`
+	LastUsedAt  *string  `json:"lastUsedAt"`
+	SecretHint  string   `json:"secretHint"`
+}
+
+func toJSON(k *store.Key, now int64) keyJSON {
+	o := keyJSON{
+		APIKeyID: k.ID, Name: k.Name, Status: k.Status(now), Mode: k.Mode.String(),
+		Scopes: k.Scopes, IPWhitelist: k.IPWhitelist, CreatedAt: rfc3339(k.CreatedAt), SecretHint: k.SecretHint,
+	}
+	if o.Scopes == nil {
+		o.Scopes = []string{}
+	}
+	if o.IPWhitelist == nil {
+		o.IPWhitelist = []string{}
+	}
+	if k.ExpiresAt != 0 {
+		o.ExpiresAt = rfc3339(k.ExpiresAt)
+	}
+	if k.RevokedAt != 0 {
+		o.RevokedAt = rfc3339(k.RevokedAt)
+	}
+	if k.LastUsedAt != 0 {
+		t := rfc3339(k.LastUsedAt)
+		o.LastUsedAt = &t
+	}
+	return o
+}
+
+func replyData(ctx *fasthttp.RequestCtx, rid string, status int, v any) (envelope.Code, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	reply(ctx, rid, envelope.OK, "", data)
+	ctx.SetStatusCode(status)
+	return envelope.OK, nil
+}
+
+func (s *Server) create(ctx *fasthttp.RequestCtx, rid, ws string, who caller) (envelope.Code, error) {
+	if err := requireJSON(ctx); err != nil {
+		return "", err
+	}
+	now := time.Now()
+	req, err := decodeCreate(ctx.PostBody(), s.cfg.Scopes, now)
+	if err != nil {
+		return "", err
+	}
+	if req.Mode == apikey.Test && !who.allowTestMode {
+		s.recordDenied(ctx, rid, ws, who, envelope.TestModePortal)
+		return "", envelope.Errorf(envelope.TestModePortal, "")
+	}
+	for attempt := 0; ; attempt++ {
+		secret := apikey.NewSecret(req.Mode)
+		k := &store.Key{
+			ID: apikey.NewID(req.Mode), WorkspaceID: ws, Name: req.Name, Mode: req.Mode,
+			Scopes: req.Scopes, IPWhitelist: req.IPWhitelist, CreatedAt: now.Unix(),
+			ExpiresAt: req.ExpiresAt, SecretHint: apikey.Hint(secret.Reveal()),
+		}
+		start := time.Now()
+		err := s.store.Create(ctx, k, apikey.Hash(secret.Reveal()), s.newEvent(store.ActionCreated, rid, who))
+		s.metrics.observe("create", start)
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		o := toJSON(k, now.Unix())
+		o.Secret = secret.Reveal()
+		ctx.Response.Header.Set("Cache-Control", "no-store")
+		return replyData(ctx, rid, 201, o)
+	}
+}
+
+func (s *Server) get(ctx *fasthttp.RequestCtx, rid, ws, id string) (envelope.Code, error) {
+	start := time.Now()
+	k, err := s.store.Get(ctx, ws, id)
+	s.metrics.observe("get", start)
+	if err != nil {
+		return "", err
+	}
+	return replyData(ctx, rid, 200, toJSON(k, time.Now().Unix()))
+}
+
+func (s *Server) revoke(ctx *fasthttp.RequestCtx, rid, ws, id string, who caller) (envelope.Code, error) {
+	now := time.Now().Unix()
+	start := time.Now()
+	k, err := s.store.Revoke(ctx, ws, id, now, s.newEvent(store.ActionRevoked, rid, who))
+	s.metrics.observe("revoke", start)
+	if err != nil {
+		return "", err
+	}
+	return replyData(ctx, rid, 200, toJSON(k, now))
+}
+
+func (s *Server) roll(ctx *fasthttp.RequestCtx, rid, ws, id string, who caller) (envelope.Code, error) {
+	body := ctx.PostBody()
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := requireJSON(ctx); err != nil {
+			return "", err
+		}
+	}
+	window, err := decodeRoll(body)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now().Unix()
+	start := time.Now()
+	cur, err := s.store.Get(ctx, ws, id)
+	s.metrics.observe("get", start)
+	if err != nil {
+		return "", err
+	}
+	if cur.Status(now) == "EXPIRED" {
+		return "", badRequest("apiKeyId %s is expired and cannot be rolled", id)
+	}
+	secret := apikey.NewSecret(cur.Mode)
+	start = time.Now()
+	k, err := s.store.Roll(ctx, ws, id, apikey.Hash(secret.Reveal()), apikey.Hint(secret.Reveal()), now, now+window,
+		s.newEvent(store.ActionRolled, rid, who))
+	s.metrics.observe("roll", start)
+	if errors.Is(err, store.ErrRevoked) {
+		return "", badRequest("apiKeyId %s is revoked and cannot be rolled", id)
+	}
+	if err != nil {
+		return "", err
+	}
+	o := toJSON(k, now)
+	o.Secret = secret.Reveal()
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	return replyData(ctx, rid, 201, o)
+}
+
+// page reads limit (1-100, default 20) and cursor from the query.
+func page(ctx *fasthttp.RequestCtx) (store.Page, error) {
+	p := store.Page{Limit: 20}
+	args := ctx.QueryArgs()
+	if v := args.Peek("limit"); v != nil {
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n < 1 || n > 100 {
+			return p, badRequest("limit must be an integer from 1 to 100")
+		}
+		p.Limit = n
+	}
+	p.Cursor = string(args.Peek("cursor"))
+	return p, nil
+}
+
+type pageJSON[T any] struct {
+	Items      []T     `json:"items"`
+	NextCursor *string `json:"nextCursor"`
+}
+
+func cursorJSON(next string) *string {
+	if next == "" {
+		return nil
+	}
+	return &next
+}
+
+func (s *Server) list(ctx *fasthttp.RequestCtx, rid, ws string) (envelope.Code, error) {
+	p, err := page(ctx)
+	if err != nil {
+		return "", err
+	}
+	start := time.Now()
+	keys, next, err := s.store.List(ctx, ws, p)
+	s.metrics.observe("list", start)
+	if errors.Is(err, store.ErrCursor) {
+		return "", badRequest("cursor is not valid")
+	}
+	if err != nil {
+		return "", err
+	}
+	now := time.Now().Unix()
+	out := pageJSON[keyJSON]{Items: make([]keyJSON, 0, len(keys)), NextCursor: cursorJSON(next)}
+	for _, k := range keys {
+		out.Items = append(out.Items, toJSON(k, now))
+	}
+	return replyData(ctx, rid, 200, out)
+}
+
+type eventJSON struct {
+	EventID     string          `json:"eventId"`
+	WorkspaceID string          `json:"workspaceId"`
+	APIKeyID    *string         `json:"apiKeyId"`
+	Action      string          `json:"action"`
+	Code        string          `json:"code,omitempty"`
+	Actor       json.RawMessage `json:"actor"`
+	RequestID   string          `json:"requestId"`
+	At          string          `json:"at"`
+}
+
+func (s *Server) events(ctx *fasthttp.RequestCtx, rid, ws string) (envelope.Code, error) {
+	p, err := page(ctx)
+	if err != nil {
+		return "", err
+	}
+	keyID := string(ctx.QueryArgs().Peek("apiKeyId"))
+	if keyID != "" && !apikey.ValidID(keyID) {
+		return "", badRequest("apiKeyId is not a valid key id")
+	}
+	start := time.Now()
+	evs, next, err := s.store.Events(ctx, ws, keyID, p)
+	s.metrics.observe("events", start)
+	if errors.Is(err, store.ErrCursor) {
+		return "", badRequest("cursor is not valid")
+	}
+	if err != nil {
+		return "", err
+	}
+	out := pageJSON[eventJSON]{Items: make([]eventJSON, 0, len(evs)), NextCursor: cursorJSON(next)}
+	for _, e := range evs {
+		actor := json.RawMessage(`{"admin":true}`)
+		if !e.Actor.Admin {
+			actor, _ = json.Marshal(map[string]string{"sub": e.Actor.Sub, "portal": e.Actor.Portal})
+		}
+		var keyID *string
+		if e.APIKeyID != "" {
+			keyID = &e.APIKeyID
+		}
+		out.Items = append(out.Items, eventJSON{EventID: e.EventID, WorkspaceID: e.WorkspaceID, APIKeyID: keyID,
+			Action: e.Action, Code: e.Code, Actor: actor, RequestID: e.RequestID, At: rfc3339(e.At)})
+	}
+	return replyData(ctx, rid, 200, out)
+}

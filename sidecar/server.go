@@ -1,0 +1,364 @@
+// Package sidecar is keygate's key service: the management API reached
+// through Kong, the verify API the plugin calls, health and metrics, served
+// by fasthttp over TCP or a unix socket.
+//
+// Trust (SPEC §6): a management request is served only with a valid
+// X-Keygate-Identity assertion signed with the gateway secret (the plugin
+// checked the caller's JWT, role and portal) or with the admin token; verify
+// only with the gateway secret. The workspace always comes from the path and
+// must equal the assertion's.
+//
+// Invariants: every response is one envelope with the request id; a
+// response carrying a secret has Cache-Control: no-store; a failed request
+// stores nothing; nothing here logs a secret, a token or an Authorization
+// header.
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keygate/keygate/internal/apikey"
+	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/store"
+	"github.com/valyala/fasthttp"
+)
+
+// MaxBodySize is the largest request body accepted (413/4130 above it).
+const MaxBodySize = 64 << 10
+
+// Config of a sidecar. Zero values take the defaults documented per field.
+type Config struct {
+	// Listen is host:port or unix:/path.sock (default 127.0.0.1:8080).
+	Listen string
+	// DBPath is the bbolt file (default ./data/keygate.db), used when Store
+	// is nil.
+	DBPath string
+	// Store, when set, is used instead of opening DBPath; Run closes it.
+	Store store.Store
+	// Scopes, when non-nil, is the catalog of allowed scope codes.
+	Scopes map[string]bool
+	// GatewaySecret is shared with the plugin (required).
+	GatewaySecret []byte
+	// AdminToken enables direct admin access to the management API.
+	AdminToken []byte
+	// Bolt tunes the bbolt backend.
+	Bolt store.BoltOptions
+	// ShutdownTimeout bounds draining on stop (default 10 s).
+	ShutdownTimeout time.Duration
+	// UsageFlushInterval is how often lastUsedAt is written (default 30 s).
+	UsageFlushInterval time.Duration
+	Logger             *slog.Logger
+}
+
+// LoadScopes reads a scope catalog: one code a line; blank lines and lines
+// starting with # are skipped; every code must be valid.
+func LoadScopes(path string) (map[string]bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("scopes file: %w", err)
+	}
+	defer f.Close()
+	out := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !apikey.ValidScope(line) {
+			return nil, fmt.Errorf("scopes file %s:%d: %q is not a valid scope code", path, n, clip(line))
+		}
+		out[line] = true
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("scopes file %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// Server is a running sidecar.
+type Server struct {
+	cfg     Config
+	store   store.Store
+	log     *slog.Logger
+	srv     *fasthttp.Server
+	ln      net.Listener
+	metrics *metrics
+	usage   *usage
+	done    chan error
+	stop    sync.Once
+}
+
+func (c *Config) defaults() error {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.DBPath == "" {
+		c.DBPath = "./data/keygate.db"
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.UsageFlushInterval <= 0 {
+		c.UsageFlushInterval = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if len(c.GatewaySecret) == 0 {
+		return errors.New("gateway secret is required (KEYGATE_GATEWAY_SECRET or --gateway-secret-file)")
+	}
+	if len(c.GatewaySecret) < 16 {
+		return errors.New("gateway secret must be at least 16 bytes")
+	}
+	if len(c.AdminToken) != 0 && len(c.AdminToken) < 16 {
+		return errors.New("admin token must be at least 16 bytes")
+	}
+	return nil
+}
+
+// Start opens the store, listens and serves in the background.
+func Start(cfg Config) (*Server, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1)}
+	st := cfg.Store
+	if st == nil {
+		b, err := store.OpenBolt(cfg.DBPath, cfg.Bolt)
+		if err != nil {
+			return nil, err
+		}
+		st = b
+	}
+	cached, err := store.NewCached(st, store.CacheOptions{})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.store = cached
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		s.store.Close()
+		return nil, err
+	}
+	s.ln = ln
+	s.usage = newUsage(s.store, cfg.UsageFlushInterval, s.log)
+	s.srv = &fasthttp.Server{
+		Handler:                       s.handle,
+		ErrorHandler:                  s.handleError,
+		Name:                          "keygate-sidecar",
+		MaxRequestBodySize:            MaxBodySize,
+		ReadBufferSize:                16 << 10,
+		ReadTimeout:                   10 * time.Second,
+		WriteTimeout:                  10 * time.Second,
+		IdleTimeout:                   120 * time.Second,
+		Concurrency:                   16 << 10,
+		DisableHeaderNamesNormalizing: false,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		CloseOnShutdown:               true,
+	}
+	go func() { s.done <- s.srv.Serve(ln) }()
+	s.log.Info("sidecar listening", "addr", ln.Addr().String())
+	return s, nil
+}
+
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(path) // a stale socket of an earlier run
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Addr is the listening address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Shutdown drains in-flight requests, flushes usage and closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.stop.Do(func() {
+		err = s.srv.ShutdownWithContext(ctx)
+		s.usage.close()
+		if cerr := s.store.Close(); err == nil {
+			err = cerr
+		}
+		if u, ok := s.ln.Addr().(*net.UnixAddr); ok {
+			os.Remove(u.Name)
+		}
+	})
+	return err
+}
+
+// Run starts a sidecar and serves until ctx is done, then shuts down.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := Start(cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-s.done:
+		s.Shutdown(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	return s.Shutdown(sctx)
+}
+
+// requestID returns the client's X-Request-Id when it is sane, else a new one.
+func requestID(ctx *fasthttp.RequestCtx) string {
+	if v := ctx.Request.Header.Peek("X-Request-Id"); len(v) > 0 && len(v) <= 128 {
+		ok := true
+		for _, c := range v {
+			if c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return string(v)
+		}
+	}
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// reply writes one envelope.
+func reply(ctx *fasthttp.RequestCtx, rid string, code envelope.Code, msg string, data []byte) {
+	ctx.SetStatusCode(code.Status())
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.Response.Header.Set("X-Request-Id", rid)
+	ctx.SetBody(envelope.Append(ctx.Response.Body()[:0], time.Now(), code, msg, rid, data))
+}
+
+// replyErr writes the envelope of err: an *envelope.Error as it says, any
+// other error as 5000 with the detail only in the log.
+func (s *Server) replyErr(ctx *fasthttp.RequestCtx, rid string, err error) envelope.Code {
+	var ee *envelope.Error
+	if errors.As(err, &ee) {
+		reply(ctx, rid, ee.Code, ee.Message(), nil)
+		return ee.Code
+	}
+	code := storeCode(err)
+	if code == envelope.Internal {
+		s.log.Error("request failed", "requestId", rid, "path", string(ctx.Path()), "err", err)
+	}
+	reply(ctx, rid, code, "", nil)
+	return code
+}
+
+func storeCode(err error) envelope.Code {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return envelope.NotFound
+	case errors.Is(err, store.ErrFull):
+		return envelope.StorageFull
+	case errors.Is(err, store.ErrClosed):
+		return envelope.Unavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return envelope.Timeout
+	}
+	return envelope.Internal
+}
+
+func (s *Server) handleError(ctx *fasthttp.RequestCtx, err error) {
+	rid := requestID(ctx)
+	var code envelope.Code
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		code = envelope.TooLarge
+	case errors.Is(err, fasthttp.ErrTimeout):
+		code = envelope.Timeout
+	default:
+		code = envelope.BadRequest
+	}
+	reply(ctx, rid, code, "", nil)
+	ctx.SetConnectionClose()
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	rid := requestID(ctx)
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in handler", "requestId", rid, "panic", fmt.Sprint(r))
+			reply(ctx, rid, envelope.Internal, "", nil)
+		}
+	}()
+	path := string(ctx.Path())
+	switch path {
+	case "/internal/v1/verify":
+		if !ctx.IsPost() {
+			methodNotAllowed(ctx, rid, "POST")
+			return
+		}
+		s.handleVerify(ctx, rid)
+		return
+	case "/healthz":
+		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("ok\n")
+		return
+	case "/readyz":
+		if err := s.store.Ready(ctx); err != nil {
+			reply(ctx, rid, envelope.Unavailable, "", nil)
+			return
+		}
+		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("ready\n")
+		return
+	case "/metrics":
+		ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+		s.metrics.write(ctx)
+		return
+	}
+	if rest, ok := strings.CutPrefix(path, "/web/v1/workspaces/"); ok {
+		code := s.handleManage(ctx, rid, rest)
+		s.metrics.countManage(code)
+		return
+	}
+	reply(ctx, rid, envelope.NotFound, "Not found", nil)
+}
+
+func methodNotAllowed(ctx *fasthttp.RequestCtx, rid, allow string) envelope.Code {
+	ctx.Response.Header.Set("Allow", allow)
+	reply(ctx, rid, envelope.MethodNotAllowed, "", nil)
+	return envelope.MethodNotAllowed
+}
+
+// bearer returns the token of an "Authorization: Bearer" header.
+func bearer(ctx *fasthttp.RequestCtx) []byte {
+	h := ctx.Request.Header.Peek("Authorization")
+	if len(h) > 7 && strings.EqualFold(string(h[:7]), "bearer ") {
+		return h[7:]
+	}
+	return nil
+}
+
+func equalSecret(got, want []byte) bool {
+	return len(want) > 0 && subtle.ConstantTimeCompare(got, want) == 1
+}

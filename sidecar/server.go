@@ -157,10 +157,13 @@ func Start(cfg Config) (*Server, error) {
 	s.ln = ln
 	s.usage = newUsage(s.store, cfg.UsageFlushInterval, s.log)
 	s.srv = &fasthttp.Server{
-		Handler:                       s.handle,
-		ErrorHandler:                  s.handleError,
-		Name:                          "keygate-sidecar",
-		MaxRequestBodySize:            MaxBodySize,
+		Handler:      s.handle,
+		ErrorHandler: s.handleError,
+		Name:         "keygate-sidecar",
+		// Bodies up to 1 MiB are read so that the answer to one over
+		// MaxBodySize is a clean 413 envelope rather than a reset; larger
+		// ones get the same answer from handleError and a closed connection.
+		MaxRequestBodySize:            16 * MaxBodySize,
 		ReadBufferSize:                16 << 10,
 		ReadTimeout:                   10 * time.Second,
 		WriteTimeout:                  10 * time.Second,
@@ -170,6 +173,7 @@ func Start(cfg Config) (*Server, error) {
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
 		CloseOnShutdown:               true,
+		Logger:                        fasthttpLogger{s.log},
 	}
 	go func() { s.done <- s.srv.Serve(ln) }()
 	s.log.Info("sidecar listening", "addr", ln.Addr().String())
@@ -228,6 +232,13 @@ func Run(ctx context.Context, cfg Config) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
+}
+
+// fasthttpLogger sends fasthttp's own messages (connection errors) to slog.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp", "msg", fmt.Sprintf(format, args...))
 }
 
 // requestID returns the client's X-Request-Id when it is sane, else a new one.
@@ -310,6 +321,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			reply(ctx, rid, envelope.Internal, "", nil)
 		}
 	}()
+	if len(ctx.Request.Body()) > MaxBodySize {
+		reply(ctx, rid, envelope.TooLarge, "", nil)
+		return
+	}
 	path := string(ctx.Path())
 	switch path {
 	case "/internal/v1/verify":

@@ -1,0 +1,219 @@
+package sidecar_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/internal/identity"
+	"github.com/keygate/keygate/sidecar"
+	"github.com/keygate/keygate/store"
+)
+
+var (
+	gwSecret   = []byte("test-gateway-secret-0123456789")
+	adminToken = []byte("test-admin-token-0123456789")
+)
+
+type harness struct {
+	t    *testing.T
+	srv  *sidecar.Server
+	base string
+	logs *lockedWriter
+	db   string
+}
+
+// with returns the harness reporting to t (for subtests).
+func (h *harness) with(t *testing.T) *harness {
+	c := *h
+	c.t = t
+	return &c
+}
+
+type option func(*sidecar.Config)
+
+// start runs a real sidecar on a real loopback socket and bbolt file.
+func start(t *testing.T, opts ...option) *harness {
+	t.Helper()
+	logs := &lockedWriter{w: &bytes.Buffer{}}
+	db := filepath.Join(t.TempDir(), "keygate.db")
+	cfg := sidecar.Config{
+		Listen:        "127.0.0.1:0",
+		DBPath:        db,
+		GatewaySecret: gwSecret,
+		AdminToken:    adminToken,
+		Logger:        slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := sidecar.Start(cfg)
+	if err != nil {
+		t.Fatalf("start sidecar: %v", err)
+	}
+	h := &harness{t: t, srv: srv, base: "http://" + srv.Addr().String(), logs: logs, db: db}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return h
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+type resp struct {
+	status int
+	header http.Header
+	env    envelope.Envelope
+	raw    []byte
+}
+
+func (r resp) data(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.env.Data, v); err != nil {
+		t.Fatalf("decode data %s: %v", r.raw, err)
+	}
+}
+
+// do sends one request; auth is "admin", "" (none) or a raw header value.
+func (h *harness) do(method, path, auth string, body string, hdr ...string) resp {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.base+path, strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	switch {
+	case auth == "admin":
+		req.Header.Set("Authorization", "Bearer "+string(adminToken))
+	case strings.HasPrefix(auth, "assert:"):
+		req.Header.Set(identity.Header, strings.TrimPrefix(auth, "assert:"))
+	case auth != "":
+		req.Header.Set("Authorization", auth)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := resp{status: res.StatusCode, header: res.Header, raw: raw}
+	if strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &r.env); err != nil {
+			h.t.Fatalf("%s %s: body is not an envelope: %s", method, path, raw)
+		}
+		if r.env.Version != envelope.Version || r.env.Timestamp == 0 || r.env.RequestID == "" ||
+			r.env.RequestID != res.Header.Get("X-Request-Id") || r.env.Success != (r.env.Code == envelope.OK) ||
+			(r.env.Code.Status() != res.StatusCode && !(r.env.Code == envelope.OK && res.StatusCode == 201)) {
+			h.t.Fatalf("%s %s: bad envelope %d %s", method, path, res.StatusCode, raw)
+		}
+	}
+	return r
+}
+
+func (h *harness) expect(r resp, code envelope.Code) {
+	h.t.Helper()
+	if r.env.Code != code || (r.status != code.Status() && !(code == envelope.OK && r.status == 201)) {
+		h.t.Fatalf("got %d %s, want %s: %s", r.status, r.env.Code, code, r.raw)
+	}
+}
+
+type keyObj struct {
+	APIKeyID    string   `json:"apiKeyId"`
+	Secret      string   `json:"secret"`
+	Name        string   `json:"name"`
+	Status      string   `json:"status"`
+	Mode        string   `json:"mode"`
+	Scopes      []string `json:"scopes"`
+	IPWhitelist []string `json:"ipWhitelist"`
+	CreatedAt   string   `json:"createdAt"`
+	ExpiresAt   string   `json:"expiresAt"`
+	RevokedAt   string   `json:"revokedAt"`
+	LastUsedAt  *string  `json:"lastUsedAt"`
+	SecretHint  string   `json:"secretHint"`
+}
+
+func (h *harness) create(ws, body string) keyObj {
+	h.t.Helper()
+	r := h.do("POST", "/web/v1/workspaces/"+ws+"/api-keys", "admin", body)
+	h.expect(r, envelope.OK)
+	var k keyObj
+	r.data(h.t, &k)
+	return k
+}
+
+type verifyData struct {
+	Allow       bool     `json:"allow"`
+	DenyCode    string   `json:"denyCode"`
+	APIKeyID    string   `json:"apiKeyId"`
+	WorkspaceID string   `json:"workspaceId"`
+	Mode        string   `json:"mode"`
+	Scopes      []string `json:"scopes"`
+	IPWhitelist []string `json:"ipWhitelist"`
+	ExpiresAt   string   `json:"expiresAt"`
+}
+
+func (h *harness) verify(key, ip string, scopes []string, modes ...string) verifyData {
+	h.t.Helper()
+	if len(modes) == 0 {
+		modes = []string{"LIVE"}
+	}
+	body, _ := json.Marshal(map[string]any{"key": key, "clientIp": ip, "requiredScopes": scopes, "allowedModes": modes})
+	r := h.do("POST", "/internal/v1/verify", "Bearer "+string(gwSecret), string(body))
+	h.expect(r, envelope.OK)
+	var v verifyData
+	r.data(h.t, &v)
+	return v
+}
+
+func (h *harness) count(ws string) int {
+	h.t.Helper()
+	r := h.do("GET", "/web/v1/workspaces/"+ws+"/api-keys?limit=100", "admin", "")
+	h.expect(r, envelope.OK)
+	var page struct {
+		Items []keyObj `json:"items"`
+	}
+	r.data(h.t, &page)
+	return len(page.Items)
+}
+
+func assertion(t *testing.T, c identity.Claims) string {
+	t.Helper()
+	tok, err := identity.Sign(gwSecret, c, time.Now(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "assert:" + tok
+}
+
+func owner(t *testing.T, ws, portal string, test bool) string {
+	return assertion(t, identity.Claims{Subject: "user-1", WorkspaceID: ws, Role: identity.RoleOwner, Portal: portal, RequestID: "rq", AllowTestMode: test})
+}
+
+var _ = store.ActionCreated

@@ -1,0 +1,60 @@
+package envelope
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+func TestAppend(t *testing.T) {
+	t.Parallel()
+	now := time.UnixMilli(1709337600000)
+	got := string(Append(nil, now, OK, "", "rid-1", []byte(`{"a":1}`)))
+	want := `{"version":"1.3.0","timestamp":1709337600000,"success":true,"code":"2000","message":"SUCCESS","requestId":"rid-1","data":{"a":1}}`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	got = string(Append(nil, now, Unauthorized, "", "r", []byte(`{"leak":1}`)))
+	if got != `{"version":"1.3.0","timestamp":1709337600000,"success":false,"code":"4010","message":"Invalid or expired token","requestId":"r"}` {
+		t.Fatal(got)
+	}
+}
+
+func TestSeedMessages(t *testing.T) {
+	t.Parallel()
+	for c, m := range map[Code]string{
+		Unauthorized: "Invalid or expired token", NotOwner: "Only workspace owner can manage API keys", OK: "SUCCESS",
+	} {
+		if c.Message() != m {
+			t.Errorf("%s: %q", c, c.Message())
+		}
+	}
+	for _, c := range Codes() {
+		if len(c) != 4 || c.Status()/100 != int(c[0]-'0') || c.Message() == "" {
+			t.Errorf("code %s: status %d", c, c.Status())
+		}
+	}
+	if (&Error{Code: Internal, Msg: "db path /x leaked"}).Message() != "Internal error" {
+		t.Fatal("5xx message carries details")
+	}
+}
+
+// Property: AppendString always yields a JSON string that decodes to the
+// input (with invalid UTF-8 replaced).
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "a\"b\\c", "\x00\x1f<>&", "\u2028\u2029", "\xff\xfe", "é語"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := AppendString(nil, s)
+		var back string
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatalf("%q → %s: %v", s, out, err)
+		}
+		if want := strings.ToValidUTF8(s, "\uFFFD"); utf8.ValidString(s) && back != want {
+			t.Fatalf("%q → %q", s, back)
+		}
+	})
+}

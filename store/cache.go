@@ -104,3 +104,6 @@ func (c *Cached) Close() error {
 	c.cache.Close()
 	return c.Store.Close()
 }
+
+// Wait blocks until every Set issued so far is applied (tests, benchmarks).
+func (c *Cached) Wait() { c.cache.Wait() }

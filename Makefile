@@ -1,0 +1,47 @@
+# keygate — see README.md. Every target works on a fresh machine with Go 1.26.
+GO      ?= go
+BIN     ?= bin
+FUZZTIME ?= 10s
+PKGS    := ./...
+
+.PHONY: all build test race vet fmt lint fuzz fuzz-long bench run demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# The one command that runs every test (CI runs exactly this).
+test: lint
+	$(GO) test -race -count=1 $(PKGS)
+
+race: test
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Every fuzz target for FUZZTIME each (CI: short; `make fuzz FUZZTIME=5m` for long runs).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+# In-process benchmarks (docs/BENCHMARKS.md); under 5 minutes.
+bench:
+	$(GO) test -run XXX -bench . -benchtime 2s ./store ./internal/...
+
+# The sidecar alone on its embedded bbolt (secrets for development only).
+run: build
+	KEYGATE_GATEWAY_SECRET=$${KEYGATE_GATEWAY_SECRET:-dev-gateway-secret-change-me} \
+	KEYGATE_ADMIN_TOKEN=$${KEYGATE_ADMIN_TOKEN:-dev-admin-token-change-me} \
+	$(BIN)/keygate-sidecar --listen 127.0.0.1:8080 --db ./data/keygate.db
+
+clean:
+	rm -rf $(BIN)

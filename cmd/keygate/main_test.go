@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// TestDump builds the binary and checks what Kong reads from `keygate -dump`:
+// the name, the access phase and every config field with its type.
+func TestDump(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "keygate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "-dump").Output()
+	if err != nil {
+		t.Fatalf("keygate -dump: %v", err)
+	}
+	var info struct {
+		Protocol string
+		Plugins  []struct {
+			Name     string
+			Phases   []string
+			Priority int
+			Schema   struct {
+				Name   string
+				Fields []map[string]struct {
+					Type   string
+					Fields []map[string]struct {
+						Type     string
+						Elements *struct{ Type string }
+						Keys     *struct{ Type string }
+						Values   *struct{ Type string }
+					}
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatalf("dump is not JSON: %v\n%s", err, out)
+	}
+	if info.Protocol != "ProtoBuf:1" || len(info.Plugins) != 1 {
+		t.Fatalf("dump: %s", out)
+	}
+	p := info.Plugins[0]
+	if p.Name != "keygate" || p.Schema.Name != "keygate" || !slices.Equal(p.Phases, []string{"access"}) || p.Priority != 1260 {
+		t.Errorf("name %q phases %q priority %d", p.Name, p.Phases, p.Priority)
+	}
+	want := []string{
+		"route_role:string", "sidecar_url:string", "sidecar_timeout_ms:integer", "gateway_secret:string",
+		"jwt_algorithms:array<string>", "jwt_secret:string", "jwt_public_keys:array<string>", "jwks_url:string",
+		"jwt_issuer:string", "jwt_audience:string", "jwt_leeway_seconds:integer", "roles_claim:string",
+		"portal_codes:map<string,string>", "test_mode_portals:array<string>", "key_headers:array<string>",
+		"required_scopes:array<string>", "allowed_modes:array<string>", "hide_credentials:boolean", "cache_ttl_ms:integer",
+	}
+	var got []string
+	for _, f := range p.Schema.Fields {
+		cfg, ok := f["config"]
+		if !ok || cfg.Type != "record" {
+			t.Fatalf("schema fields: %s", out)
+		}
+		for _, field := range cfg.Fields {
+			for name, d := range field {
+				s := name + ":" + d.Type
+				switch {
+				case d.Elements != nil:
+					s += "<" + d.Elements.Type + ">"
+				case d.Keys != nil && d.Values != nil:
+					s += "<" + d.Keys.Type + "," + d.Values.Type + ">"
+				}
+				got = append(got, s)
+			}
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("config fields\n got %q\nwant %q", got, want)
+	}
+}

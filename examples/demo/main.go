@@ -1,0 +1,296 @@
+// Command demo runs keygate's whole path on one machine and narrates it:
+// it builds the binaries, starts the sidecar on an embedded bbolt file in a
+// temporary directory, the example upstream, and kongemu driving the real
+// keygate plugin with kong/kong.yml; then, as a workspace owner, creates an
+// API key through the gateway, uses it on the product route, shows every
+// rejection, revokes it, and stops everything it started.
+//
+//	go run ./examples/demo            (make demo)
+//	go run ./examples/demo -keep      (leave the stack running; Ctrl-C stops it)
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	jwtSecret   = "demo-jwt-secret-for-development-only-0123456789" // kong/kong.yml's manage route
+	partnerCode = "demo-partner-code"
+	publicCode  = "demo-public-code"
+	workspace   = "ws_demo"
+)
+
+func main() {
+	keep := flag.Bool("keep", false, "keep the stack running after the walk-through (Ctrl-C stops it)")
+	repo := flag.String("repo", ".", "repository root")
+	flag.Parse()
+	if err := run(*repo, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+type stack struct {
+	dir, gateway string
+	procs        []*exec.Cmd
+	sidecar      *exec.Cmd
+	sidecarArgs  []string
+	env          []string
+}
+
+func (s *stack) stop() {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		p := s.procs[i]
+		if p.Process != nil && p.ProcessState == nil {
+			p.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { p.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				p.Process.Kill()
+			}
+		}
+	}
+	os.RemoveAll(s.dir)
+}
+
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func randomSecret() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (s *stack) start(name string, logName string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(filepath.Join(s.dir, "bin", name), args...)
+	cmd.Env = append(os.Environ(), s.env...)
+	f, err := os.Create(filepath.Join(s.dir, logName+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	s.procs = append(s.procs, cmd)
+	return cmd, nil
+}
+
+func waitHTTP(url string, want int) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if res, err := http.Get(url); err == nil {
+			res.Body.Close()
+			if want == 0 || res.StatusCode == want {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not answer in time", url)
+}
+
+func run(repo string, keep bool) error {
+	dir, err := os.MkdirTemp("", "keygate-demo")
+	if err != nil {
+		return err
+	}
+	s := &stack{dir: dir}
+	defer s.stop()
+	step("Building keygate, keygate-sidecar, kongemu and the example upstream")
+	for _, pkg := range []string{"./cmd/keygate", "./cmd/keygate-sidecar", "./cmd/kongemu", "./examples/upstream"} {
+		out, err := exec.Command("go", "build", "-C", repo, "-o", filepath.Join(dir, "bin")+"/", pkg).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	sidecarAddr, upstreamAddr, gatewayAddr := freePort(), freePort(), freePort()
+	s.gateway = "http://" + gatewayAddr
+	// The same kong/kong.yml, with the demo's ports.
+	yml, err := os.ReadFile(filepath.Join(repo, "kong", "kong.yml"))
+	if err != nil {
+		return err
+	}
+	yml = bytes.ReplaceAll(yml, []byte("127.0.0.1:8080"), []byte(sidecarAddr))
+	yml = bytes.ReplaceAll(yml, []byte("127.0.0.1:9090"), []byte(upstreamAddr))
+	if err := os.WriteFile(filepath.Join(dir, "kong.yml"), yml, 0o600); err != nil {
+		return err
+	}
+	s.env = []string{"KEYGATE_GATEWAY_SECRET=" + randomSecret(), "KEYGATE_ADMIN_TOKEN=" + randomSecret()}
+
+	step("Starting the sidecar on an embedded bbolt file, the example upstream and kongemu (Kong's plugin-server protocol)")
+	s.sidecarArgs = []string{"--listen", sidecarAddr, "--db", filepath.Join(dir, "data", "keygate.db")}
+	if s.sidecar, err = s.start("keygate-sidecar", "sidecar", s.sidecarArgs...); err != nil {
+		return err
+	}
+	if _, err := s.start("upstream", "upstream", "--listen", upstreamAddr); err != nil {
+		return err
+	}
+	if _, err := s.start("kongemu", "kongemu", "--config", filepath.Join(dir, "kong.yml"), "--plugin", filepath.Join(dir, "bin", "keygate"),
+		"--listen", gatewayAddr, "--trusted-ips", "127.0.0.1", "--real-ip-header", "X-Forwarded-For", "--prefix", dir, "--expose-pdk-calls"); err != nil {
+		return err
+	}
+	for _, u := range []string{"http://" + sidecarAddr + "/readyz", "http://" + upstreamAddr + "/", s.gateway + "/"} {
+		if err := waitHTTP(u, 0); err != nil {
+			return fmt.Errorf("%w (logs in %s)", err, dir)
+		}
+	}
+	fmt.Printf("   sidecar %s · upstream %s · gateway %s\n", sidecarAddr, upstreamAddr, s.gateway)
+
+	owner := mintJWT("alice", workspace, "OWNER")
+	step("Alice, OWNER of " + workspace + ", creates a LIVE key through the gateway (JWT + portal code)")
+	r := s.call("POST", "/web/v1/workspaces/"+workspace+"/api-keys", map[string]string{"Authorization": "Bearer " + owner, "X-PORTAL-ACCESS-CODE": publicCode},
+		`{"name":"Production Key","scopes":["orders:read","orders:write"],"mode":1,"ipWhitelist":["127.0.0.1","203.0.113.0/24"]}`)
+	if r.status != 201 {
+		return fmt.Errorf("create: %d %s", r.status, r.body)
+	}
+	key := r.data["secret"].(string)
+	keyID := r.data["apiKeyId"].(string)
+	fmt.Printf("   201 apiKeyId=%s secret=%s… (shown once; Cache-Control: %s)\n", keyID, key[:12], r.header.Get("Cache-Control"))
+
+	step("The key opens the product route; the upstream sees who called and never the key")
+	r = s.call("GET", "/orders/42", map[string]string{"X-API-Key": key}, "")
+	up, _ := r.json["headers"].(map[string]any)
+	fmt.Printf("   %d upstream saw X-Api-Key-Id=%v X-Workspace-Id=%v X-Api-Key-Mode=%v X-API-Key=%v (PDK calls: %s)\n", r.status,
+		first(up["X-Api-Key-Id"]), first(up["X-Workspace-Id"]), first(up["X-Api-Key-Mode"]), first(up["X-Api-Key"]), r.header.Get("X-Kongemu-Pdk-Calls"))
+
+	step("Rejections")
+	other := s.call("POST", "/web/v1/workspaces/"+workspace+"/api-keys", map[string]string{"Authorization": "Bearer " + owner, "X-PORTAL-ACCESS-CODE": publicCode},
+		`{"name":"Payments only","scopes":["payments:read"]}`)
+	sandbox := s.call("POST", "/web/v1/workspaces/"+workspace+"/api-keys", map[string]string{"Authorization": "Bearer " + owner, "X-PORTAL-ACCESS-CODE": partnerCode},
+		`{"name":"Sandbox","scopes":["orders:read"],"mode":2}`)
+	cases := []struct {
+		what    string
+		method  string
+		path    string
+		headers map[string]string
+		body    string
+	}{
+		{"no key", "GET", "/orders/42", nil, ""},
+		{"malformed key", "GET", "/orders/42", map[string]string{"X-API-Key": "sk_live_nope"}, ""},
+		{"wrong scope", "GET", "/orders/42", map[string]string{"X-API-Key": str(other.data["secret"])}, ""},
+		{"TEST key on a LIVE route", "GET", "/orders/42", map[string]string{"X-API-Key": str(sandbox.data["secret"])}, ""},
+		{"client IP outside the whitelist", "GET", "/orders/42", map[string]string{"X-API-Key": key, "X-Forwarded-For": "198.51.100.7"}, ""},
+		{"MEMBER tries to create a key", "POST", "/web/v1/workspaces/" + workspace + "/api-keys", map[string]string{"Authorization": "Bearer " + mintJWT("bob", workspace, "MEMBER"), "X-PORTAL-ACCESS-CODE": publicCode}, `{"name":"x"}`},
+		{"bad JWT", "GET", "/web/v1/workspaces/" + workspace + "/api-keys", map[string]string{"Authorization": "Bearer not.a.jwt", "X-PORTAL-ACCESS-CODE": publicCode}, ""},
+		{"TEST key from the PUBLIC portal", "POST", "/web/v1/workspaces/" + workspace + "/api-keys", map[string]string{"Authorization": "Bearer " + owner, "X-PORTAL-ACCESS-CODE": publicCode}, `{"name":"x","mode":2}`},
+		{"unknown portal", "GET", "/web/v1/workspaces/" + workspace + "/api-keys", map[string]string{"Authorization": "Bearer " + owner, "X-PORTAL-ACCESS-CODE": "nope"}, ""},
+	}
+	for _, c := range cases {
+		r := s.call(c.method, c.path, c.headers, c.body)
+		fmt.Printf("   %-34s → %d %s %s\n", c.what, r.status, str(r.json["code"]), str(r.json["message"]))
+	}
+	fmt.Printf("   %-34s → %d TEST key %s accepted (sandbox route)\n", "TEST key on the TEST route",
+		s.call("GET", "/sandbox/orders/1", map[string]string{"X-API-Key": str(sandbox.data["secret"])}, "").status, str(sandbox.data["apiKeyId"]))
+
+	step("Alice revokes the key; every gateway node rejects it within 1 s")
+	r = s.call("DELETE", "/web/v1/workspaces/"+workspace+"/api-keys/"+keyID, map[string]string{"Authorization": "Bearer " + owner, "X-PORTAL-ACCESS-CODE": publicCode}, "")
+	fmt.Printf("   %d status=%v\n", r.status, r.data["status"])
+	revokedAt := time.Now()
+	for {
+		r = s.call("GET", "/orders/42", map[string]string{"X-API-Key": key}, "")
+		if r.status == 401 || time.Since(revokedAt) > 3*time.Second {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Printf("   after %s → %d %s %s\n", time.Since(revokedAt).Round(time.Millisecond), r.status, str(r.json["code"]), str(r.json["message"]))
+
+	step("The audit trail of the key")
+	r = s.call("GET", "/web/v1/workspaces/"+workspace+"/api-key-events?apiKeyId="+keyID, map[string]string{"Authorization": "Bearer " + owner, "X-PORTAL-ACCESS-CODE": publicCode}, "")
+	if items, ok := r.data["items"].([]any); ok {
+		for _, it := range items {
+			e := it.(map[string]any)
+			fmt.Printf("   %v %-8v by %v\n", e["at"], e["action"], e["actor"])
+		}
+	}
+
+	step("The sidecar stops: the gateway fails closed")
+	s.sidecar.Process.Signal(syscall.SIGTERM)
+	s.sidecar.Wait()
+	time.Sleep(1100 * time.Millisecond) // past the plugin's cache bound
+	r = s.call("GET", "/orders/42", map[string]string{"X-API-Key": str(other.data["secret"])}, "")
+	fmt.Printf("   → %d %s %s\n", r.status, str(r.json["code"]), str(r.json["message"]))
+
+	if keep {
+		if s.sidecar, err = s.start("keygate-sidecar", "sidecar2", s.sidecarArgs...); err != nil {
+			return err
+		}
+		fmt.Printf("\nThe stack is running (gateway %s, logs in %s). Ctrl-C stops it.\n", s.gateway, dir)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		<-ctx.Done()
+	}
+	step("Stopping everything")
+	return nil
+}
+
+func step(s string) { fmt.Printf("\n▶ %s\n", s) }
+
+func str(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+func first(v any) string {
+	if l, ok := v.([]any); ok && len(l) > 0 {
+		return fmt.Sprint(l[0])
+	}
+	return "(absent)"
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+	json   map[string]any
+	data   map[string]any
+}
+
+func (s *stack) call(method, path string, headers map[string]string, body string) result {
+	req, _ := http.NewRequest(method, s.gateway+path, strings.NewReader(body))
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	client := http.Client{Timeout: 10 * time.Second}
+	res, err := client.Do(req)
+	if err != nil {
+		return result{status: 0, json: map[string]any{"message": err.Error()}}
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := result{status: res.StatusCode, header: res.Header, body: raw}
+	json.Unmarshal(raw, &r.json)
+	r.data, _ = r.json["data"].(map[string]any)
+	return r
+}

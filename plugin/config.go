@@ -1,0 +1,405 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keygate/keygate/internal/apikey"
+)
+
+// Route roles.
+const (
+	RoleManage  = "manage"
+	RoleEnforce = "enforce"
+)
+
+// Environment variables that may carry the gateway secret when the config
+// does not. With real Kong they must be in the environment of Kong's master
+// process and listed for nginx (kong.conf `nginx_main_env = KEYGATE_GATEWAY_SECRET`),
+// since nginx drops every other variable; the plugin server inherits it.
+const (
+	EnvGatewaySecret     = "KEYGATE_GATEWAY_SECRET"
+	EnvGatewaySecretFile = "KEYGATE_GATEWAY_SECRET_FILE"
+)
+
+// Defaults of the configuration table (SPEC §5). They are applied in one
+// place, resolve; schema.lua carries the same values for Kong.
+const (
+	DefaultSidecarURL       = "http://127.0.0.1:8080"
+	DefaultSidecarTimeoutMS = 1000
+	DefaultLeewaySeconds    = 30
+	DefaultRolesClaim       = "workspaces"
+	DefaultCacheTTLMS       = 1000
+)
+
+// Limits of the configuration.
+const (
+	MaxSidecarTimeoutMS = 60000
+	MaxLeewaySeconds    = 600
+	MaxCacheTTLMS       = 1000 // the revocation bound of SPEC §3
+	MinGatewaySecretLen = 16
+	MinHMACSecretLen    = 32
+)
+
+var (
+	defaultTestModePortals = []string{"PARTNER"}
+	defaultKeyHeaders      = []string{"Authorization", "X-API-Key"}
+	defaultAllowedModes    = []string{"LIVE"}
+)
+
+// Config is the plugin's configuration, one value per plugin instance (route).
+// Its exported fields are the schema Kong sees (`keygate -dump`): their json
+// names are the configuration table of SPEC §5, and schema.lua must list the
+// same fields. A field that is absent or null takes its default; pointer
+// fields tell "absent" from an explicit zero. An empty list that is given
+// explicitly stays empty (test_mode_portals: [] means no portal may create
+// TEST keys).
+//
+// The value is shared by every concurrent request of the route: nothing
+// writes to it after Kong decoded it. The instance state is built once, on
+// the first request, from a resolved copy of the fields.
+type Config struct {
+	// RouteRole is "manage" (key-management routes) or "enforce" (product
+	// traffic). Required.
+	RouteRole string `json:"route_role"`
+	// SidecarURL is where the verify API is: "http://host:port" or
+	// "unix:/path.sock". Default http://127.0.0.1:8080. Enforce only.
+	SidecarURL string `json:"sidecar_url"`
+	// SidecarTimeoutMS bounds each call to the sidecar (1..60000, default
+	// 1000); over it the request answers 504/5040.
+	SidecarTimeoutMS *int `json:"sidecar_timeout_ms"`
+	// GatewaySecret is shared with the sidecar (at least 16 bytes). When
+	// empty it is read from $KEYGATE_GATEWAY_SECRET, else from the file
+	// named by $KEYGATE_GATEWAY_SECRET_FILE. There is no default.
+	GatewaySecret string `json:"gateway_secret"`
+	// JWTAlgorithms lists the accepted JWT algorithms (HS256/384/512,
+	// RS256/384/512, PS256/384/512, ES256/384/512, EdDSA). Required for
+	// manage; nothing else is accepted, "none" never.
+	JWTAlgorithms []string `json:"jwt_algorithms"`
+	// JWTSecret is the HMAC secret (at least 32 bytes) for HS* algorithms.
+	JWTSecret string `json:"jwt_secret"`
+	// JWTPublicKeys are PEM public keys (PKIX "PUBLIC KEY", PKCS#1 "RSA
+	// PUBLIC KEY" or a "CERTIFICATE"): RSA ≥ 2048 bits, EC P-256/384/521,
+	// Ed25519. A token is tried against every key of its algorithm's family.
+	JWTPublicKeys []string `json:"jwt_public_keys"`
+	// JWKSURL is a JWKS endpoint (http or https); keys are cached by kid,
+	// refreshed on an unknown kid at most once per 10 s.
+	JWKSURL string `json:"jwks_url"`
+	// JWTIssuer is checked against "iss" when set.
+	JWTIssuer string `json:"jwt_issuer"`
+	// JWTAudience must be one of "aud" when set.
+	JWTAudience string `json:"jwt_audience"`
+	// JWTLeewaySeconds is the clock skew allowed on exp/nbf/iat (0..600,
+	// default 30).
+	JWTLeewaySeconds *int `json:"jwt_leeway_seconds"`
+	// RolesClaim names the claim {"<workspaceId>": "OWNER"|...} (default
+	// "workspaces").
+	RolesClaim string `json:"roles_claim"`
+	// PortalCodes maps X-PORTAL-ACCESS-CODE values to portal names.
+	PortalCodes map[string]string `json:"portal_codes"`
+	// TestModePortals are the portals that may create TEST keys (default
+	// ["PARTNER"]).
+	TestModePortals []string `json:"test_mode_portals"`
+	// KeyHeaders are the request headers an API key is read from (default
+	// ["Authorization", "X-API-Key"]); Authorization must be "Bearer <key>".
+	KeyHeaders []string `json:"key_headers"`
+	// RequiredScopes must all be granted to the key. Required, non-empty,
+	// for enforce.
+	RequiredScopes []string `json:"required_scopes"`
+	// AllowedModes are the key modes the route accepts, "LIVE" and/or
+	// "TEST" (default ["LIVE"]).
+	AllowedModes []string `json:"allowed_modes"`
+	// HideCredentials removes the header that carried the key before
+	// proxying (default true).
+	HideCredentials *bool `json:"hide_credentials"`
+	// CacheTTLMS is how long key facts are cached (1..1000, default 1000):
+	// a revoked or expired key is rejected within this bound.
+	CacheTTLMS *int `json:"cache_ttl_ms"`
+
+	// Instance state, built once (go-pdk's reflection skips unexported
+	// fields, and json leaves them alone).
+	once sync.Once
+	inst *instance
+	err  error
+
+	// Test hooks; nil means the real thing.
+	clock  func() time.Time
+	getenv func(string) string
+}
+
+// New is the constructor go-pdk calls for each plugin instance.
+func New() interface{} { return &Config{} }
+
+// settings is a Config with its defaults applied and its secret resolved.
+type settings struct {
+	role            string
+	sidecarURL      string
+	timeoutMS       int
+	secret          []byte
+	secretProblem   error
+	algorithms      []string
+	jwtSecret       []byte
+	publicKeys      []string
+	jwksURL         string
+	issuer          string
+	audience        string
+	leewaySeconds   int
+	rolesClaim      string
+	portalCodes     map[string]string
+	testModePortals []string
+	keyHeaders      []string
+	requiredScopes  []string
+	allowedModes    []string
+	hideCredentials bool
+	cacheTTLMS      int
+}
+
+// resolve applies the defaults: the one place they live.
+func (c *Config) resolve() settings {
+	s := settings{
+		role:            c.RouteRole,
+		sidecarURL:      c.SidecarURL,
+		timeoutMS:       intOr(c.SidecarTimeoutMS, DefaultSidecarTimeoutMS),
+		algorithms:      c.JWTAlgorithms,
+		jwtSecret:       []byte(c.JWTSecret),
+		publicKeys:      c.JWTPublicKeys,
+		jwksURL:         c.JWKSURL,
+		issuer:          c.JWTIssuer,
+		audience:        c.JWTAudience,
+		leewaySeconds:   intOr(c.JWTLeewaySeconds, DefaultLeewaySeconds),
+		rolesClaim:      c.RolesClaim,
+		portalCodes:     c.PortalCodes,
+		testModePortals: c.TestModePortals,
+		keyHeaders:      c.KeyHeaders,
+		requiredScopes:  c.RequiredScopes,
+		allowedModes:    c.AllowedModes,
+		hideCredentials: c.HideCredentials == nil || *c.HideCredentials,
+		cacheTTLMS:      intOr(c.CacheTTLMS, DefaultCacheTTLMS),
+	}
+	if s.sidecarURL == "" {
+		s.sidecarURL = DefaultSidecarURL
+	}
+	if s.rolesClaim == "" {
+		s.rolesClaim = DefaultRolesClaim
+	}
+	if s.testModePortals == nil {
+		s.testModePortals = defaultTestModePortals
+	}
+	if s.keyHeaders == nil {
+		s.keyHeaders = defaultKeyHeaders
+	}
+	if s.allowedModes == nil {
+		s.allowedModes = defaultAllowedModes
+	}
+	s.secret, s.secretProblem = c.gatewaySecret()
+	return s
+}
+
+func intOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// gatewaySecret resolves the secret: config, then the environment variable,
+// then the file the other variable names.
+func (c *Config) gatewaySecret() ([]byte, error) {
+	if c.GatewaySecret != "" {
+		return []byte(c.GatewaySecret), nil
+	}
+	getenv := c.getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if v := getenv(EnvGatewaySecret); v != "" {
+		return []byte(v), nil
+	}
+	if path := getenv(EnvGatewaySecretFile); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			// The error names the path, never the content.
+			return nil, fmt.Errorf("gateway_secret: reading $%s: %w", EnvGatewaySecretFile, err)
+		}
+		b = []byte(strings.TrimRight(string(b), "\r\n"))
+		if len(b) == 0 {
+			return nil, fmt.Errorf("gateway_secret: the file named by $%s is empty", EnvGatewaySecretFile)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("gateway_secret is required (config, $%s or $%s)", EnvGatewaySecret, EnvGatewaySecretFile)
+}
+
+// Validate reports every problem of the configuration at once (errors.Join),
+// or nil. It does not change c.
+func (c *Config) Validate() error {
+	_, err := compile(c.resolve())
+	return err
+}
+
+// problems collects configuration errors.
+type problems []error
+
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Errorf(format, args...)) }
+
+func (p problems) err() error { return errors.Join(p...) }
+
+// validateCommon checks what both roles need.
+func validateCommon(s *settings, p *problems) {
+	switch s.role {
+	case RoleManage, RoleEnforce:
+	case "":
+		p.add("route_role is required: manage or enforce")
+	default:
+		p.add("route_role must be manage or enforce, not %q", s.role)
+	}
+	if s.secretProblem != nil {
+		*p = append(*p, s.secretProblem)
+	} else if len(s.secret) < MinGatewaySecretLen {
+		p.add("gateway_secret must be at least %d bytes", MinGatewaySecretLen)
+	}
+}
+
+// validateEnforce checks the enforce fields.
+func validateEnforce(s *settings, p *problems) {
+	if _, _, err := parseSidecarURL(s.sidecarURL); err != nil {
+		*p = append(*p, err)
+	}
+	if s.timeoutMS < 1 || s.timeoutMS > MaxSidecarTimeoutMS {
+		p.add("sidecar_timeout_ms must be 1..%d, not %d", MaxSidecarTimeoutMS, s.timeoutMS)
+	}
+	if s.cacheTTLMS < 1 || s.cacheTTLMS > MaxCacheTTLMS {
+		p.add("cache_ttl_ms must be 1..%d (the revocation bound), not %d", MaxCacheTTLMS, s.cacheTTLMS)
+	}
+	if len(s.requiredScopes) == 0 {
+		p.add("required_scopes is required and must not be empty when route_role is enforce")
+	}
+	for i, sc := range s.requiredScopes {
+		if !apikey.ValidScope(sc) {
+			p.add("required_scopes[%d] %q must match ^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_-]*)+$", i, sc)
+		}
+	}
+	if len(s.allowedModes) == 0 {
+		p.add("allowed_modes must name at least one of LIVE, TEST")
+	}
+	for i, m := range s.allowedModes {
+		if _, ok := apikey.ParseMode(m); !ok {
+			p.add("allowed_modes[%d] must be LIVE or TEST, not %q", i, m)
+		}
+	}
+	if len(s.keyHeaders) == 0 {
+		p.add("key_headers must name at least one header")
+	}
+	for i, h := range s.keyHeaders {
+		if !validHeaderName(h) {
+			p.add("key_headers[%d] %q is not a valid header name", i, h)
+		}
+	}
+}
+
+// validateManage checks the manage fields (key material is checked while
+// compiling, where it is parsed).
+func validateManage(s *settings, p *problems) {
+	if len(s.algorithms) == 0 {
+		p.add("jwt_algorithms is required when route_role is manage, e.g. [\"RS256\"]")
+	}
+	if s.leewaySeconds < 0 || s.leewaySeconds > MaxLeewaySeconds {
+		p.add("jwt_leeway_seconds must be 0..%d, not %d", MaxLeewaySeconds, s.leewaySeconds)
+	}
+	if s.jwksURL != "" {
+		u, err := url.Parse(s.jwksURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.add("jwks_url must be an http or https URL")
+		}
+	}
+	for code, portal := range s.portalCodes {
+		if code == "" {
+			p.add("portal_codes: an access code must not be empty")
+		}
+		if portal == "" {
+			p.add("portal_codes: the portal name of an access code must not be empty")
+		}
+	}
+	for i, name := range s.testModePortals {
+		if name == "" {
+			p.add("test_mode_portals[%d] must not be empty", i)
+		}
+	}
+}
+
+// parseSidecarURL accepts "http://host:port" (no path, query or user info)
+// and "unix:/abs/path.sock". It returns the network and the address.
+func parseSidecarURL(raw string) (network, addr string, err error) {
+	if path, ok := strings.CutPrefix(raw, "unix:"); ok {
+		if !strings.HasPrefix(path, "/") || len(path) < 2 {
+			return "", "", fmt.Errorf("sidecar_url %q: unix socket path must be absolute (unix:/path.sock)", raw)
+		}
+		return "unix", path, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", "", fmt.Errorf("sidecar_url %q must be http://host:port or unix:/path.sock", raw)
+	}
+	port := u.Port()
+	if port == "" {
+		return "", "", fmt.Errorf("sidecar_url %q must name a port", raw)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("sidecar_url %q: port out of range", raw)
+	}
+	return "tcp", u.Host, nil
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// instance returns the built state, building it on first use. An invalid
+// configuration is logged once, every problem of it, and stays invalid.
+func (c *Config) instance() (*instance, error) {
+	c.once.Do(func() {
+		c.inst, c.err = compile(c.resolve())
+		if c.inst != nil {
+			if c.clock != nil {
+				c.inst.clock = c.clock
+			}
+			if c.inst.role == RoleManage && len(c.inst.portals) == 0 {
+				logger().Warn("keygate: portal_codes is empty; every management request of this route answers 403/4032")
+			}
+		}
+		if c.err != nil {
+			for _, e := range unjoin(c.err) {
+				logger().Error("keygate: invalid plugin configuration; every request of this route answers 500/5000",
+					"route_role", c.RouteRole, "problem", e.Error())
+			}
+		}
+	})
+	return c.inst, c.err
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

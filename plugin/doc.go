@@ -1,0 +1,122 @@
+// Package plugin is keygate's Kong Go plugin (github.com/Kong/go-pdk
+// v0.11.0, embedded plugin server; the binary is cmd/keygate). One plugin,
+// two roles chosen per route by config.route_role:
+//
+//   - manage, on the key-management routes /web/v1/workspaces/{workspaceId}/…:
+//     verifies the caller's Bearer JWT (4010), checks the caller is OWNER of
+//     the workspace in the path (4030) and knows the portal from
+//     X-PORTAL-ACCESS-CODE (4032), in that order; then removes client
+//     X-Keygate-* headers and the caller's Authorization and sets
+//     X-Keygate-Identity, an assertion signed with the gateway secret
+//     (internal/identity), and Kong proxies the request to the sidecar.
+//   - enforce, on product traffic: takes the API key from key_headers (4011),
+//     checks its format and checksum locally (4012), asks the sidecar's
+//     verify API for the key's facts (cached ≤ cache_ttl_ms) and decides with
+//     apikey.Decide — the sidecar's own decision code: 4012 → mode 4035 →
+//     scopes 4033 → client IP 4034. On success it calls
+//     kong.client.authenticate with the apiKeyId as credential, sets
+//     X-Api-Key-Id, X-Workspace-Id and X-Api-Key-Mode upstream in one call
+//     and removes the credential header (unless hide_credentials is false).
+//
+// # Invariants
+//
+//   - Fail closed. Every rejection, and every failure, ends the request with
+//     kong.response.exit and the spec's envelope (requestId in the body and
+//     in X-Request-Id). A sidecar that cannot be reached, answers
+//     something that is not a verify envelope, or refuses our secret is
+//     503/5030; one slower than sidecar_timeout_ms is 504/5040; a sidecar
+//     429 is passed on as 429/4290 with its Retry-After. Nothing is allowed
+//     without facts from the sidecar no older than cache_ttl_ms.
+//   - A configuration that breaks a rule is never half-applied: every
+//     request of that route answers 500/5000 and each problem is logged
+//     once. Config.Validate reports all problems at once.
+//   - A panic in the handler is recovered and answered 500/5000 (go-pdk
+//     does not recover; a panic would kill the plugin server).
+//   - The Config is read-only after Kong decoded it; the instance state is
+//     built once (sync.Once) and immutable. The facts cache, the sidecar
+//     connection pools and the JWKS key sets are process-wide, bounded and
+//     keyed by what they cache (sidecar URL + SHA-256 of the secret; sidecar
+//     address; JWKS URL); no goroutine runs per instance (go-pdk has no
+//     close hook). The only background work is a JWKS fetch, which ends
+//     within JWKSFetchTimeout.
+//   - The cache holds key facts, never a route's decision, for at most
+//     cache_ttl_ms (≤ 1000 ms) counted from when the sidecar was asked: a
+//     revoked or expired key is rejected within that bound. Unknown keys are
+//     cached negatively for the same time.
+//   - The request body is never read; the API key is never read from the
+//     query string. A key failing the format or checksum check, or two
+//     different keys in one request, is 4012 without asking the sidecar.
+//   - JWT: only jwt_algorithms are accepted (never "none"); the key is chosen
+//     by the algorithm's family only (an HS* token is checked against
+//     jwt_secret only, never against a public key: no algorithm confusion);
+//     exp is required; iss/aud are checked when configured; the token is at
+//     most 8 KiB. An unknown kid triggers at most one JWKS fetch per
+//     JWKSMinRefresh for the whole process (single-flight; waiters give up
+//     after JWKSFetchTimeout).
+//   - PDK calls (each one a round trip to Kong): an allowed request costs 4
+//     (get_headers, authenticate, set_headers, clear_header), 5 when the key
+//     has an IP whitelist (get_forwarded_ip is asked only then); a request
+//     rejected before the sidecar is asked costs 2 (get_headers, exit).
+//   - Never logged: a secret, an Authorization or X-API-Key value, a JWT, the
+//     gateway secret. Logged: apiKeyId, workspace, codes, reasons, request id.
+//     Logs are JSON lines on stderr (Kong copies the plugin server's stderr
+//     to its error log); KEYGATE_LOG_LEVEL=debug logs every decision.
+//
+// # Registering with Kong
+//
+// Install the binary as /usr/local/bin/keygate and add to kong.conf:
+//
+//	pluginserver_names = keygate
+//	pluginserver_keygate_start_cmd = /usr/local/bin/keygate
+//	pluginserver_keygate_query_cmd = /usr/local/bin/keygate -dump
+//	plugins = bundled,keygate
+//
+// Kong names a Go plugin after its binary, so the file must be called
+// keygate. `keygate -dump` prints the plugin info (name keygate, phase
+// access, priority 1260 — with the authentication plugins, before
+// rate-limiting — and the config schema); schema.lua carries the same
+// fields with their defaults for Konnect/hybrid control planes.
+//
+// When the gateway secret comes from the environment rather than the
+// config, set KEYGATE_GATEWAY_SECRET (or KEYGATE_GATEWAY_SECRET_FILE, a file
+// holding it) in the environment of Kong's master process and list it for
+// nginx, which drops every other variable:
+//
+//	nginx_main_env = KEYGATE_GATEWAY_SECRET
+//
+// # Configuration
+//
+// Absent or null fields take the default; pointer-typed numbers and booleans
+// tell an explicit 0/false from "absent".
+//
+//	field               role     default                          meaning
+//	route_role          both     (required)                       manage or enforce
+//	sidecar_url         enforce  http://127.0.0.1:8080            http://host:port or unix:/abs/path.sock
+//	sidecar_timeout_ms  enforce  1000                             per verify call, 1..60000; over it → 504/5040
+//	gateway_secret      both     (required; or the environment)   ≥ 16 bytes, shared with the sidecar
+//	jwt_algorithms      manage   (required)                       subset of HS256/384/512 RS256/384/512 PS256/384/512 ES256/384/512 EdDSA
+//	jwt_secret          manage   —                                HMAC secret, ≥ 32 bytes, required with an HS* algorithm
+//	jwt_public_keys     manage   []                               PEM: PUBLIC KEY / RSA PUBLIC KEY / CERTIFICATE; RSA ≥ 2048, P-256/384/521, Ed25519
+//	jwks_url            manage   —                                http(s) JWKS; RSA, EC and OKP (Ed25519) signature keys
+//	jwt_issuer          manage   —                                iss must equal it when set
+//	jwt_audience        manage   —                                aud must contain it when set
+//	jwt_leeway_seconds  manage   30                               0..600, for exp/nbf/iat
+//	roles_claim         manage   workspaces                       claim {"<workspaceId>": "OWNER"|…}
+//	portal_codes        manage   {}                               X-PORTAL-ACCESS-CODE value → portal name
+//	test_mode_portals   manage   ["PARTNER"]                      portals whose assertion says allowTestMode
+//	key_headers         enforce  ["Authorization","X-API-Key"]    Authorization must be "Bearer <key>"
+//	required_scopes     enforce  (required, non-empty)            every one must be granted
+//	allowed_modes       enforce  ["LIVE"]                         LIVE and/or TEST
+//	hide_credentials    enforce  true                             remove the key's header before proxying
+//	cache_ttl_ms        enforce  1000                             1..1000: the revocation bound
+//
+// On a manage route the workspace is the path segment after
+// /web/v1/workspaces/ in kong.request.get_path (the path the client sent);
+// it must match ^[A-Za-z0-9._-]{1,64}$, and a path with percent-encoding, a
+// backslash, an empty, "." or ".." segment names no workspace (4030). The
+// route must forward that path unchanged to the sidecar (strip_path: false).
+//
+// The credential given to kong.client.authenticate has the apiKeyId as id
+// and no consumer: keygate keys are not Kong consumers, and Kong requires
+// one of the two. Plugins that need a consumer (acl) do not apply.
+package plugin

@@ -1,0 +1,204 @@
+package plugin
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+
+	"github.com/keygate/keygate/internal/apikey"
+	"github.com/keygate/keygate/internal/envelope"
+)
+
+// Upstream headers set on an allowed request.
+const (
+	HeaderAPIKeyID    = "X-Api-Key-Id"
+	HeaderWorkspaceID = "X-Workspace-Id"
+	HeaderAPIKeyMode  = "X-Api-Key-Mode"
+)
+
+// keyStatus is what the request presents as an API key.
+type keyStatus uint8
+
+const (
+	keyNone      keyStatus = iota // no key header
+	keyOne                        // one key (maybe repeated identically)
+	keyAmbiguous                  // two different values
+)
+
+// findKey reads the key from the configured headers (never the query
+// string). Authorization counts only as "Bearer <value>"; another scheme is
+// not a key. An empty value is no key. It returns the key and the headers
+// that carried it (lower-case names from in.keyHeaders).
+func (in *instance) findKey(h map[string][]string) (string, keyStatus, []int) {
+	var key string
+	var from []int
+	st := keyNone
+	for i, kh := range in.keyHeaders {
+		for _, v := range h[kh.lower] {
+			if kh.bearer {
+				tok, ok := bearer(v)
+				if !ok {
+					continue
+				}
+				v = tok
+			} else {
+				v = strings.TrimSpace(v)
+				if v == "" {
+					continue
+				}
+			}
+			switch {
+			case st == keyNone:
+				key, st = v, keyOne
+			case v != key:
+				st = keyAmbiguous
+			}
+			if len(from) == 0 || from[len(from)-1] != i {
+				from = append(from, i)
+			}
+		}
+	}
+	return key, st, from
+}
+
+// enforce decides a product-traffic request, in the order of SPEC §4:
+// key present (4011) → well formed and known, active, unexpired (4012) →
+// mode (4035) → scopes (4033) → client IP (4034).
+func (r *call) enforce(h map[string][]string) {
+	in := r.in
+	key, st, from := in.findKey(h)
+	switch st {
+	case keyNone:
+		logger().Debug("keygate: request rejected", "code", "4011", "request_id", r.reqID)
+		r.reject(envelope.KeyRequired)
+		return
+	case keyAmbiguous:
+		logger().Debug("keygate: request rejected", "code", "4012", "reason", "different keys presented", "request_id", r.reqID)
+		r.reject(envelope.InvalidKey)
+		return
+	}
+	if _, ok := apikey.ParseSecret(key); !ok {
+		logger().Debug("keygate: request rejected", "code", "4012", "reason", "malformed key or bad checksum", "request_id", r.reqID)
+		r.reject(envelope.InvalidKey)
+		return
+	}
+	facts, err := in.lookup(key, r.reqID)
+	if err != nil {
+		r.sidecarFailure(err)
+		return
+	}
+	now := in.now()
+	d := apikey.Decide(facts, &apikey.Request{
+		Now:            now.Unix(),
+		RequiredScopes: in.requiredScopes,
+		AllowedModes:   in.allowedModes,
+	})
+	if d == apikey.Allow && len(facts.IPWhitelist) > 0 {
+		// Only now ask Kong for the client IP: a key without a whitelist
+		// costs no extra round trip.
+		d = r.checkIP(facts)
+	}
+	switch d {
+	case apikey.Allow:
+		r.allow(facts, from)
+		return
+	case apikey.DenyInvalid:
+		r.deny(envelope.InvalidKey, facts)
+	case apikey.DenyMode:
+		r.deny(envelope.ModeDenied, facts)
+	case apikey.DenyScope:
+		r.deny(envelope.ScopeDenied, facts)
+	case apikey.DenyIP:
+		r.deny(envelope.IPDenied, facts)
+	default:
+		r.deny(envelope.InvalidKey, facts)
+	}
+}
+
+func (r *call) checkIP(f *apikey.Facts) apikey.Decision {
+	raw, err := r.k.forwardedIP()
+	if err != nil {
+		logger().Error("keygate: kong.client.get_forwarded_ip failed", "err", err.Error(), "request_id", r.reqID)
+		return apikey.DenyIP
+	}
+	ip, err := netip.ParseAddr(raw)
+	if err != nil || !apikey.CheckIP(f.IPWhitelist, ip) {
+		return apikey.DenyIP
+	}
+	return apikey.Allow
+}
+
+func (r *call) deny(code envelope.Code, f *apikey.Facts) {
+	if f != nil {
+		logger().Info("keygate: request rejected", "code", string(code), "api_key_id", f.APIKeyID, "workspace_id", f.WorkspaceID, "request_id", r.reqID)
+	} else {
+		logger().Debug("keygate: request rejected", "code", string(code), "reason", "unknown, revoked or expired key", "request_id", r.reqID)
+	}
+	r.reject(code)
+}
+
+// allow authenticates the credential, sets the upstream headers in one call
+// and removes the credential header: 3 PDK calls.
+func (r *call) allow(f *apikey.Facts, from []int) {
+	if err := r.k.authenticate(f.APIKeyID); err != nil {
+		r.internal("kong.client.authenticate", err)
+		return
+	}
+	up := map[string][]string{
+		HeaderAPIKeyID:    {f.APIKeyID},
+		HeaderWorkspaceID: {f.WorkspaceID},
+		HeaderAPIKeyMode:  {f.Mode.String()},
+	}
+	if r.genID {
+		up["X-Request-Id"] = []string{r.reqID}
+	}
+	if err := r.k.setHeaders(up); err != nil {
+		r.internal("kong.service.request.set_headers", err)
+		return
+	}
+	if r.in.hide {
+		for _, i := range from {
+			if err := r.k.clearHeader(r.in.keyHeaders[i].name); err != nil {
+				r.internal("kong.service.request.clear_header", err)
+				return
+			}
+		}
+	}
+	logger().Debug("keygate: request allowed", "api_key_id", f.APIKeyID, "workspace_id", f.WorkspaceID, "request_id", r.reqID)
+}
+
+// sidecarFailure answers a failed verify: never fail open.
+func (r *call) sidecarFailure(err error) {
+	var rl *errRateLimited
+	switch {
+	case errors.Is(err, errTimeout):
+		logger().Warn("keygate: key service timeout", "code", "5040", "request_id", r.reqID)
+		r.reject(envelope.Timeout)
+	case errors.As(err, &rl):
+		logger().Warn("keygate: key service rate limited", "code", "4290", "request_id", r.reqID)
+		var extra map[string][]string
+		if printable(rl.retryAfter, 32) {
+			extra = map[string][]string{"Retry-After": {rl.retryAfter}}
+		}
+		r.rejectWith(envelope.TooManyRequests, extra)
+	default:
+		logger().Warn("keygate: key service unavailable", "code", "5030", "err", err.Error(), "request_id", r.reqID)
+		r.reject(envelope.Unavailable)
+	}
+}
+
+// lookup returns the facts of a well-formed key from the shared cache or
+// the sidecar; nil facts: the key is not valid (unknown, revoked, expired).
+func (in *instance) lookup(key, requestID string) (*apikey.Facts, error) {
+	ck := cacheKey{ns: in.cacheNS, hash: apikey.Hash(key)}
+	asked := in.now()
+	if f, ok := sharedCache.get(ck, asked); ok {
+		return f, nil
+	}
+	f, err := in.sidecar.verify(key, requestID, in.verifyTail, in.bearer, in.timeout)
+	if err != nil {
+		return nil, err
+	}
+	sharedCache.put(ck, f, asked.Add(in.cacheTTL), in.now())
+	return f, nil
+}

@@ -1,0 +1,187 @@
+package plugin
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/keygate/keygate/internal/envelope"
+)
+
+func b64u(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func rsaJWK(kid string, k *rsa.PublicKey) map[string]any {
+	return map[string]any{"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64u(k.N.Bytes()), "e": b64u(big.NewInt(int64(k.E)).Bytes())}
+}
+
+func ecJWK(kid string, k *ecdsa.PublicKey) map[string]any {
+	raw, err := k.Bytes() // 0x04 || X || Y
+	if err != nil {
+		panic(err)
+	}
+	n := (len(raw) - 1) / 2
+	return map[string]any{"kty": "EC", "kid": kid, "crv": "P-256", "x": b64u(raw[1 : 1+n]), "y": b64u(raw[1+n:])}
+}
+
+func okpJWK(kid string, k ed25519.PublicKey) map[string]any {
+	return map[string]any{"kty": "OKP", "kid": kid, "crv": "Ed25519", "x": b64u(k)}
+}
+
+// jwksServer serves a JWKS document that tests can replace, counting GETs.
+type jwksServer struct {
+	*httptest.Server
+	doc  atomic.Pointer[[]byte]
+	hits atomic.Int64
+	slow atomic.Bool
+}
+
+func newJWKSServer(t *testing.T, keys ...map[string]any) *jwksServer {
+	s := &jwksServer{}
+	s.set(keys...)
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.hits.Add(1)
+		if s.slow.Load() {
+			time.Sleep(200 * time.Millisecond)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(*s.doc.Load())
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *jwksServer) set(keys ...map[string]any) {
+	b, _ := json.Marshal(map[string]any{"keys": keys})
+	s.doc.Store(&b)
+}
+
+func jwksConfig(url string) *Config {
+	return manageConfig(func(c *Config) {
+		c.JWTAlgorithms = []string{"RS256", "ES256", "EdDSA"}
+		c.JWTSecret, c.JWTPublicKeys, c.JWKSURL = "", nil, url
+	})
+}
+
+func TestJWKSRotation(t *testing.T) {
+	t.Parallel()
+	k := keys()
+	srv := newJWKSServer(t, rsaJWK("k1", &k.rsa.PublicKey), ecJWK("e1", &k.ec.PublicKey), okpJWK("o1", k.ed.Public().(ed25519.PublicKey)))
+	set := jwksFor(srv.URL)
+	set.minRefresh = 0 // let every unknown kid refresh in this test
+	cfg := jwksConfig(srv.URL)
+	try := func(m jwt.SigningMethod, key any, kid string) *kongEnv {
+		return serve(t, cfg, manageRequest("Bearer "+sign(t, m, key, claims(), kid), "/web/v1/workspaces/ws1/api-keys", "code-partner", nil), "")
+	}
+	for _, tc := range []struct {
+		m   jwt.SigningMethod
+		key any
+		kid string
+	}{{jwt.SigningMethodRS256, k.rsa, "k1"}, {jwt.SigningMethodES256, k.ec, "e1"}, {jwt.SigningMethodEdDSA, k.ed, "o1"}, {jwt.SigningMethodRS256, k.rsa, ""}} {
+		if e := try(tc.m, tc.key, tc.kid); e.exited() {
+			t.Fatalf("%s kid %q rejected: %s", tc.m.Alg(), tc.kid, e.ClientRes.Body)
+		}
+	}
+	if n := srv.hits.Load(); n != 1 {
+		t.Errorf("JWKS fetched %d times for known kids, want 1", n)
+	}
+	// A token signed by k1's key but naming e1 (an EC key) is not accepted.
+	wantReject(t, try(jwt.SigningMethodRS256, k.rsa, "e1"), envelope.Unauthorized)
+
+	// Rotation: the IdP now publishes k2 only.
+	srv.set(rsaJWK("k2", &k.rsa2.PublicKey))
+	if e := try(jwt.SigningMethodRS256, k.rsa2, "k2"); e.exited() {
+		t.Fatalf("rotated key k2 rejected: %s", e.ClientRes.Body)
+	}
+	wantReject(t, try(jwt.SigningMethodRS256, k.rsa, "k1"), envelope.Unauthorized)
+}
+
+// TestJWKSUnknownKidFlood: a flood of tokens with unknown kids causes at
+// most one fetch per minRefresh, and nobody waits long.
+func TestJWKSUnknownKidFlood(t *testing.T) {
+	t.Parallel()
+	k := keys()
+	srv := newJWKSServer(t, rsaJWK("k1", &k.rsa.PublicKey))
+	cfg := jwksConfig(srv.URL)
+	in, err := cfg.instance()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, why := in.verifyJWT([]string{"Bearer " + sign(t, jwt.SigningMethodRS256, k.rsa, claims(), "k1")}); why != "" {
+		t.Fatal(why)
+	}
+	toks := make([]string, 300)
+	for i := range toks {
+		toks[i] = sign(t, jwt.SigningMethodES256, k.ec, claims(), fmt.Sprintf("unknown-%d", i))
+	}
+	srv.slow.Store(true)
+	start := time.Now()
+	var wg sync.WaitGroup
+	var accepted atomic.Int64
+	for _, tok := range toks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, why := in.verifyJWT([]string{"Bearer " + tok}); why == "" {
+				accepted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if accepted.Load() != 0 {
+		t.Fatalf("%d tokens with unknown kids accepted", accepted.Load())
+	}
+	if n := srv.hits.Load(); n > 2 {
+		t.Errorf("JWKS fetched %d times, want at most 2 (initial + one refresh)", n)
+	}
+	if d := time.Since(start); d > JWKSFetchTimeout {
+		t.Errorf("flood took %v", d)
+	}
+	// The known kid keeps working during and after the flood.
+	if _, why := in.verifyJWT([]string{"Bearer " + sign(t, jwt.SigningMethodRS256, k.rsa, claims(), "k1")}); why != "" {
+		t.Error(why)
+	}
+}
+
+func TestJWKSDown(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", 500) }))
+	defer srv.Close()
+	cfg := jwksConfig(srv.URL)
+	e := serve(t, cfg, manageRequest("Bearer "+sign(t, jwt.SigningMethodRS256, keys().rsa, claims(), "k1"), "/web/v1/workspaces/ws1/api-keys", "code-partner", nil), "")
+	wantReject(t, e, envelope.Unauthorized)
+}
+
+func TestParseJWKS(t *testing.T) {
+	t.Parallel()
+	k := keys()
+	ec := ecJWK("bad", &k.ec.PublicKey)
+	ec["y"] = ec["x"] // not on the curve
+	small := map[string]any{"kty": "RSA", "kid": "small", "n": b64u(make([]byte, 128)), "e": "AQAB"}
+	enc := rsaJWK("enc", &k.rsa.PublicKey)
+	enc["use"] = "enc"
+	hs := map[string]any{"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}
+	good := rsaJWK("good", &k.rsa.PublicKey)
+	b, _ := json.Marshal(map[string]any{"keys": []any{ec, small, enc, hs, good}})
+	got, err := parseJWKS(b)
+	if err != nil || len(got) != 1 || got[0].kid != "good" {
+		t.Fatalf("parseJWKS = %+v, %v; want only the good key", got, err)
+	}
+	b, _ = json.Marshal(map[string]any{"keys": []any{hs}})
+	if _, err := parseJWKS(b); err == nil {
+		t.Error("a JWKS without a usable key was accepted")
+	}
+	if _, err := parseJWKS([]byte("<html>")); err == nil {
+		t.Error("non-JSON accepted")
+	}
+}

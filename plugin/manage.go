@@ -1,0 +1,206 @@
+package plugin
+
+import (
+	"crypto/subtle"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/internal/identity"
+)
+
+// Management path: /web/v1/workspaces/{workspaceId}[/...].
+const workspacesPrefix = "/web/v1/workspaces/"
+
+// MaxWorkspaceIDLen bounds a workspace id (^[A-Za-z0-9._-]{1,64}$).
+const MaxWorkspaceIDLen = 64
+
+// PortalHeader is set by the portal's Nginx.
+const PortalHeader = "X-PORTAL-ACCESS-CODE"
+
+// identityTTL is the lifetime of the assertion handed to the sidecar.
+const identityTTL = identity.MaxTTL / 2
+
+// manage checks the caller of a key-management route, in the order of
+// SPEC §5: JWT (4010) → OWNER of the workspace in the path (4030) → portal
+// (4032). Then it strips client X-Keygate-* headers and the caller's JWT
+// and hands the sidecar a signed identity assertion.
+func (r *call) manage(h map[string][]string) {
+	in := r.in
+	claims, why := in.verifyJWT(h["authorization"])
+	if why != "" {
+		logger().Info("keygate: management request rejected", "code", "4010", "reason", why, "request_id", r.reqID)
+		r.reject(envelope.Unauthorized)
+		return
+	}
+	sub, _ := claims["sub"].(string)
+	path, err := r.k.path()
+	if err != nil {
+		logger().Error("keygate: kong.request.get_path failed", "err", err.Error(), "request_id", r.reqID)
+		r.reject(envelope.Internal)
+		return
+	}
+	ws, ok := workspaceFromPath(path)
+	if !ok || !isOwner(claims[in.rolesClaim], ws) {
+		logger().Info("keygate: management request rejected", "code", "4030", "sub", sub, "workspace_id", ws, "path_ok", ok, "request_id", r.reqID)
+		r.reject(envelope.NotOwner)
+		return
+	}
+	portal, ok := in.portal(h["x-portal-access-code"])
+	if !ok {
+		logger().Info("keygate: management request rejected", "code", "4032", "sub", sub, "workspace_id", ws, "request_id", r.reqID)
+		r.reject(envelope.UnknownPortal)
+		return
+	}
+	assertion, err := identity.Sign(in.secret, identity.Claims{
+		Subject:       sub,
+		WorkspaceID:   ws,
+		Role:          identity.RoleOwner,
+		Portal:        portal,
+		RequestID:     r.reqID,
+		AllowTestMode: in.testPortals[portal],
+	}, in.now(), identityTTL)
+	if err != nil {
+		logger().Error("keygate: signing the identity assertion failed", "err", err.Error(), "request_id", r.reqID)
+		r.reject(envelope.Internal)
+		return
+	}
+	// Client X-Keygate-* headers: the identity header is overwritten by
+	// set_headers below, any other one is removed.
+	for name := range h {
+		if len(name) >= len(identity.HeaderPrefix) && strings.EqualFold(name[:len(identity.HeaderPrefix)], identity.HeaderPrefix) &&
+			!strings.EqualFold(name, identity.Header) {
+			if err := r.k.clearHeader(name); err != nil {
+				r.internal("kong.service.request.clear_header", err)
+				return
+			}
+		}
+	}
+	up := map[string][]string{identity.Header: {assertion}}
+	if r.genID {
+		up["X-Request-Id"] = []string{r.reqID}
+	}
+	if err := r.k.setHeaders(up); err != nil {
+		r.internal("kong.service.request.set_headers", err)
+		return
+	}
+	// The sidecar needs the assertion, not the caller's JWT.
+	if err := r.k.clearHeader("Authorization"); err != nil {
+		r.internal("kong.service.request.clear_header", err)
+		return
+	}
+	logger().Debug("keygate: management request proxied", "sub", sub, "workspace_id", ws, "portal", portal, "request_id", r.reqID)
+}
+
+func (r *call) internal(what string, err error) {
+	logger().Error("keygate: PDK call failed", "call", what, "err", err.Error(), "request_id", r.reqID)
+	r.reject(envelope.Internal)
+}
+
+// verifyJWT checks the bearer JWT; the reason is "" when it is valid. The
+// reason never contains the token.
+func (in *instance) verifyJWT(auth []string) (jwt.MapClaims, string) {
+	if len(auth) == 0 {
+		return nil, "no Authorization header"
+	}
+	if len(auth) > 1 {
+		return nil, "more than one Authorization header"
+	}
+	if len(auth[0]) > MaxTokenLen+len("Bearer ") {
+		return nil, "token longer than 8 KiB"
+	}
+	tok, ok := bearer(auth[0])
+	if !ok {
+		return nil, "Authorization is not a Bearer token"
+	}
+	claims := jwt.MapClaims{}
+	if _, err := in.parser.ParseWithClaims(tok, claims, in.keys.keyfunc); err != nil {
+		return nil, err.Error()
+	}
+	if sub, _ := claims["sub"].(string); sub == "" {
+		return nil, "token has no sub"
+	}
+	return claims, ""
+}
+
+// bearer returns the credential of "Bearer <credential>" (the scheme is
+// case-insensitive; the credential has no white space).
+func bearer(v string) (string, bool) {
+	const scheme = "bearer"
+	if len(v) <= len(scheme)+1 || !strings.EqualFold(v[:len(scheme)], scheme) || (v[len(scheme)] != ' ' && v[len(scheme)] != '\t') {
+		return "", false
+	}
+	tok := strings.TrimLeft(v[len(scheme):], " \t")
+	tok = strings.TrimRight(tok, " \t")
+	if tok == "" || strings.ContainsAny(tok, " \t") {
+		return "", false
+	}
+	return tok, true
+}
+
+// workspaceFromPath takes {workspaceId} from /web/v1/workspaces/{workspaceId}[/...].
+// A path with percent-encoding, a backslash, an empty, "." or ".." segment
+// names no workspace: what the plugin checks must be what the sidecar reads.
+func workspaceFromPath(p string) (string, bool) {
+	if strings.ContainsAny(p, "%\\") {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(p, workspacesPrefix)
+	if !ok {
+		return "", false
+	}
+	ws, tail, _ := strings.Cut(rest, "/")
+	if !validWorkspaceID(ws) {
+		return "", false
+	}
+	segs := strings.Split(tail, "/")
+	for i, seg := range segs {
+		if seg == "." || seg == ".." || (seg == "" && i < len(segs)-1) {
+			return "", false
+		}
+	}
+	return ws, true
+}
+
+// validWorkspaceID matches ^[A-Za-z0-9._-]{1,64}$ and is not "." or "..".
+func validWorkspaceID(s string) bool {
+	if len(s) == 0 || len(s) > MaxWorkspaceIDLen || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isOwner reports whether the roles claim makes the caller OWNER of ws.
+func isOwner(roles any, ws string) bool {
+	m, ok := roles.(map[string]any)
+	if !ok {
+		return false
+	}
+	role, _ := m[ws].(string)
+	return role == identity.RoleOwner
+}
+
+// portal maps the access code to a portal name; the comparison does not
+// leak, by timing, which codes exist.
+func (in *instance) portal(codes []string) (string, bool) {
+	if len(codes) != 1 || codes[0] == "" {
+		return "", false
+	}
+	got := []byte(codes[0])
+	name, found := "", 0
+	for _, p := range in.portals {
+		if subtle.ConstantTimeCompare(p.code, got) == 1 {
+			name = p.name
+			found = 1
+		}
+	}
+	return name, found == 1
+}

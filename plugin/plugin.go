@@ -1,0 +1,214 @@
+package plugin
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/Kong/go-pdk"
+	"github.com/Kong/go-pdk/client"
+	"github.com/keygate/keygate/internal/envelope"
+)
+
+var timeNow = time.Now
+
+// Version is the plugin version Kong sees.
+const Version = "0.1.0"
+
+// Priority runs keygate with the authentication plugins (key-auth is 1250,
+// jwt 1450), before rate-limiting (910) and the logging plugins, so they see
+// the credential it authenticates.
+const Priority = 1260
+
+// MaxHeaders is how many request headers are read (Kong's maximum).
+const MaxHeaders = 1000
+
+// kongAPI is the part of the PDK the plugin uses; every method is one round
+// trip to Kong.
+type kongAPI interface {
+	headers() (map[string][]string, error)
+	path() (string, error)
+	forwardedIP() (string, error)
+	authenticate(credentialID string) error
+	setHeaders(map[string][]string) error
+	clearHeader(name string) error
+	exit(status int, body []byte, headers map[string][]string)
+}
+
+type pdkAPI struct{ k *pdk.PDK }
+
+func (a pdkAPI) headers() (map[string][]string, error) { return a.k.Request.GetHeaders(MaxHeaders) }
+func (a pdkAPI) path() (string, error)                 { return a.k.Request.GetPath() }
+func (a pdkAPI) forwardedIP() (string, error)          { return a.k.Client.GetForwardedIp() }
+func (a pdkAPI) authenticate(id string) error {
+	// No consumer: keygate keys are not Kong consumers. Kong requires a
+	// consumer or a credential; the credential's id is the apiKeyId, which
+	// rate-limiting (limit_by: credential) and the logging plugins use.
+	return a.k.Client.Authenticate(nil, &client.AuthenticatedCredential{Id: id})
+}
+func (a pdkAPI) setHeaders(h map[string][]string) error { return a.k.ServiceRequest.SetHeaders(h) }
+func (a pdkAPI) clearHeader(name string) error          { return a.k.ServiceRequest.ClearHeader(name) }
+func (a pdkAPI) exit(status int, body []byte, h map[string][]string) {
+	a.k.Response.Exit(status, body, h)
+}
+
+// Access is the handler of Kong's access phase.
+func (c *Config) Access(kong *pdk.PDK) { c.access(pdkAPI{kong}) }
+
+// call is one request being handled.
+type call struct {
+	k      kongAPI
+	in     *instance
+	reqID  string
+	genID  bool // reqID was generated here: set it upstream
+	exited bool
+}
+
+func (c *Config) access(k kongAPI) {
+	r := &call{k: k}
+	defer func() {
+		if v := recover(); v != nil {
+			logger().Error("keygate: panic in access; answering 500/5000",
+				"panic", sanitizePanic(v), "request_id", r.reqID, "stack", string(debug.Stack()))
+			if !r.exited {
+				r.reject(envelope.Internal)
+			}
+		}
+	}()
+	h, err := k.headers()
+	if err != nil {
+		logger().Error("keygate: kong.request.get_headers failed", "err", err.Error())
+		r.reject(envelope.Internal)
+		return
+	}
+	r.reqID, r.genID = requestID(h)
+	in, err := c.instance()
+	if err != nil {
+		r.reject(envelope.Internal)
+		return
+	}
+	r.in = in
+	switch in.role {
+	case RoleManage:
+		r.manage(h)
+	case RoleEnforce:
+		r.enforce(h)
+	default:
+		r.reject(envelope.Internal)
+	}
+}
+
+// reject answers the request with the envelope of code; it is the only way
+// the plugin ends a request itself.
+func (r *call) reject(code envelope.Code) {
+	r.rejectWith(code, nil)
+}
+
+func (r *call) rejectWith(code envelope.Code, extra map[string][]string) {
+	if r.reqID == "" {
+		r.reqID = newRequestID()
+	}
+	now := timeNow()
+	if r.in != nil {
+		now = r.in.now()
+	}
+	body := envelope.Append(make([]byte, 0, 192), now, code, "", r.reqID, nil)
+	h := map[string][]string{
+		"Content-Type": {"application/json"},
+		"X-Request-Id": {r.reqID},
+	}
+	for k, v := range extra {
+		h[k] = v
+	}
+	r.exited = true
+	r.k.exit(code.Status(), body, h)
+}
+
+// requestID is the client's X-Request-Id when it is sane, else a new one.
+func requestID(h map[string][]string) (string, bool) {
+	if v := h["x-request-id"]; len(v) > 0 && validRequestID(v[0]) {
+		return v[0], false
+	}
+	return newRequestID(), true
+}
+
+func validRequestID(s string) bool { return printable(s, 128) }
+
+// printable reports whether s is 1..max visible ASCII characters.
+func printable(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// newRequestID is a random UUID (version 4).
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
+
+// sanitizePanic keeps a panic value out of the log when it could carry
+// request data: only its type and a bounded message.
+func sanitizePanic(v any) string {
+	var s string
+	switch x := v.(type) {
+	case error:
+		s = x.Error()
+	case string:
+		s = x
+	default:
+		s = "non-error panic"
+	}
+	if i := strings.Index(s, "sk_"); i >= 0 { // never a key, even in a panic
+		s = s[:i] + "[redacted]"
+	}
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+var logPtr atomic.Pointer[slog.Logger]
+
+func init() {
+	level := slog.LevelInfo
+	if os.Getenv("KEYGATE_LOG_LEVEL") == "debug" {
+		level = slog.LevelDebug
+	}
+	logPtr.Store(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}
+
+func logger() *slog.Logger { return logPtr.Load() }
+
+// SetLogger replaces the plugin's logger (JSON to stderr by default, which
+// Kong writes to its error log; $KEYGATE_LOG_LEVEL=debug logs every
+// decision).
+func SetLogger(l *slog.Logger) {
+	if l != nil {
+		logPtr.Store(l)
+	}
+}

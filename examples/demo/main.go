@@ -47,11 +47,12 @@ func main() {
 }
 
 type stack struct {
-	dir, gateway string
-	procs        []*exec.Cmd
-	sidecar      *exec.Cmd
-	sidecarArgs  []string
-	env          []string
+	dir, gateway, sidecarURL, upstreamURL string
+	adminToken                            string
+	procs                                 []*exec.Cmd
+	sidecar, kongemu                      *exec.Cmd
+	sidecarArgs                           []string
+	env                                   []string
 }
 
 func (s *stack) stop() {
@@ -115,52 +116,81 @@ func waitHTTP(url string, want int) error {
 	return fmt.Errorf("%s did not answer in time", url)
 }
 
-func run(repo string, keep bool) error {
+// newStack builds the binaries and starts sidecar, upstream and kongemu on
+// free loopback ports with a copy of kong/kong.yml pointing at them.
+func newStack(repo string) (s *stack, err error) {
 	dir, err := os.MkdirTemp("", "keygate-demo")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s := &stack{dir: dir}
-	defer s.stop()
-	step("Building keygate, keygate-sidecar, kongemu and the example upstream")
+	s = &stack{dir: dir}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
 	for _, pkg := range []string{"./cmd/keygate", "./cmd/keygate-sidecar", "./cmd/kongemu", "./examples/upstream"} {
 		out, err := exec.Command("go", "build", "-C", repo, "-o", filepath.Join(dir, "bin")+"/", pkg).CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
 	sidecarAddr, upstreamAddr, gatewayAddr := freePort(), freePort(), freePort()
-	s.gateway = "http://" + gatewayAddr
+	s.gateway, s.sidecarURL, s.upstreamURL = "http://"+gatewayAddr, "http://"+sidecarAddr, "http://"+upstreamAddr
 	// The same kong/kong.yml, with the demo's ports.
 	yml, err := os.ReadFile(filepath.Join(repo, "kong", "kong.yml"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	yml = bytes.ReplaceAll(yml, []byte("127.0.0.1:8080"), []byte(sidecarAddr))
 	yml = bytes.ReplaceAll(yml, []byte("127.0.0.1:9090"), []byte(upstreamAddr))
 	if err := os.WriteFile(filepath.Join(dir, "kong.yml"), yml, 0o600); err != nil {
-		return err
+		return nil, err
 	}
-	s.env = []string{"KEYGATE_GATEWAY_SECRET=" + randomSecret(), "KEYGATE_ADMIN_TOKEN=" + randomSecret()}
-
-	step("Starting the sidecar on an embedded bbolt file, the example upstream and kongemu (Kong's plugin-server protocol)")
+	s.adminToken = randomSecret()
+	s.env = []string{"KEYGATE_GATEWAY_SECRET=" + randomSecret(), "KEYGATE_ADMIN_TOKEN=" + s.adminToken}
 	s.sidecarArgs = []string{"--listen", sidecarAddr, "--db", filepath.Join(dir, "data", "keygate.db")}
 	if s.sidecar, err = s.start("keygate-sidecar", "sidecar", s.sidecarArgs...); err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := s.start("upstream", "upstream", "--listen", upstreamAddr); err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := s.start("kongemu", "kongemu", "--config", filepath.Join(dir, "kong.yml"), "--plugin", filepath.Join(dir, "bin", "keygate"),
+	if s.kongemu, err = s.start("kongemu", "kongemu", "--config", filepath.Join(dir, "kong.yml"), "--plugin", filepath.Join(dir, "bin", "keygate"),
 		"--listen", gatewayAddr, "--trusted-ips", "127.0.0.1", "--real-ip-header", "X-Forwarded-For", "--prefix", dir, "--expose-pdk-calls"); err != nil {
-		return err
+		return nil, err
 	}
-	for _, u := range []string{"http://" + sidecarAddr + "/readyz", "http://" + upstreamAddr + "/", s.gateway + "/"} {
+	for _, u := range []string{s.sidecarURL + "/readyz", s.upstreamURL + "/", s.gateway + "/"} {
 		if err := waitHTTP(u, 0); err != nil {
-			return fmt.Errorf("%w (logs in %s)", err, dir)
+			return nil, fmt.Errorf("%w (logs in %s)", err, dir)
 		}
 	}
-	fmt.Printf("   sidecar %s · upstream %s · gateway %s\n", sidecarAddr, upstreamAddr, s.gateway)
+	return s, nil
+}
+
+// stopSidecar stops the sidecar (SIGTERM) and waits for it.
+func (s *stack) stopSidecar() {
+	s.sidecar.Process.Signal(syscall.SIGTERM)
+	s.sidecar.Wait()
+}
+
+// restartSidecar starts the sidecar again on the same port and file.
+func (s *stack) restartSidecar() error {
+	var err error
+	if s.sidecar, err = s.start("keygate-sidecar", "sidecar-restarted", s.sidecarArgs...); err != nil {
+		return err
+	}
+	return waitHTTP(s.sidecarURL+"/readyz", 200)
+}
+
+func run(repo string, keep bool) error {
+	step("Building keygate, keygate-sidecar, kongemu and the example upstream; starting the sidecar on an embedded bbolt file, the example upstream and kongemu (Kong's plugin-server protocol)")
+	s, err := newStack(repo)
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	fmt.Printf("   sidecar %s · upstream %s · gateway %s\n", s.sidecarURL, s.upstreamURL, s.gateway)
 
 	owner := mintJWT("alice", workspace, "OWNER")
 	step("Alice, OWNER of " + workspace + ", creates a LIVE key through the gateway (JWT + portal code)")
@@ -231,17 +261,16 @@ func run(repo string, keep bool) error {
 	}
 
 	step("The sidecar stops: the gateway fails closed")
-	s.sidecar.Process.Signal(syscall.SIGTERM)
-	s.sidecar.Wait()
+	s.stopSidecar()
 	time.Sleep(1100 * time.Millisecond) // past the plugin's cache bound
 	r = s.call("GET", "/orders/42", map[string]string{"X-API-Key": str(other.data["secret"])}, "")
 	fmt.Printf("   → %d %s %s\n", r.status, str(r.json["code"]), str(r.json["message"]))
 
 	if keep {
-		if s.sidecar, err = s.start("keygate-sidecar", "sidecar2", s.sidecarArgs...); err != nil {
+		if err := s.restartSidecar(); err != nil {
 			return err
 		}
-		fmt.Printf("\nThe stack is running (gateway %s, logs in %s). Ctrl-C stops it.\n", s.gateway, dir)
+		fmt.Printf("\nThe stack is running (gateway %s, logs in %s). Ctrl-C stops it.\n", s.gateway, s.dir)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		<-ctx.Done()

@@ -1,0 +1,693 @@
+package kongemu
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	kpp "github.com/Kong/go-pdk/server/kong_plugin_protocol"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// maxRawBody caps what kong.request.get_raw_body buffers in memory.
+const maxRawBody = 8 << 20
+
+// Limits of kong.request.get_headers / get_query (Kong's MAX_HEADERS).
+const (
+	defaultMaxHeaders = 100
+	maxMaxHeaders     = 1000
+)
+
+// exitInfo is a recorded kong.response.exit.
+type exitInfo struct {
+	status int
+	body   []byte
+	header http.Header
+}
+
+// reqState is what the PDK sees and changes for one request.
+type reqState struct {
+	s         *server
+	r         *http.Request
+	rt        *route
+	path      string // normalised, escaped request path
+	peer      netip.AddrPort
+	fwdAddr   netip.Addr
+	fwdPort   uint16
+	localPort int
+	start     time.Time
+
+	// request body buffered by get_raw_body; kept across event retries
+	body     []byte
+	bodyRead bool
+	bodyErr  error
+
+	// reset before each event attempt
+	calls     []string
+	hdr       http.Header // request headers as the upstream will get them
+	upHost    string
+	upPath    string
+	upQuery   *string
+	upMethod  string
+	upBody    []byte
+	upBodySet bool
+	respOps   []func(http.Header)
+	exit      *exitInfo
+	shared    map[string]*structpb.Value
+	ngxCtx    map[string]*structpb.Value
+	consumer  *kpp.Consumer
+	cred      *kpp.AuthenticatedCredential
+}
+
+func (st *reqState) resetEvent() {
+	st.calls = st.calls[:0]
+	st.hdr = st.r.Header.Clone()
+	if st.hdr == nil {
+		st.hdr = http.Header{}
+	}
+	st.upHost, st.upPath, st.upQuery, st.upMethod = "", "", nil, ""
+	st.upBody, st.upBodySet = nil, false
+	st.respOps, st.exit = nil, nil
+	st.shared = map[string]*structpb.Value{}
+	st.ngxCtx = map[string]*structpb.Value{}
+	st.consumer, st.cred = nil, nil
+}
+
+// pdkHandler answers one PDK method. A nil reply is sent as an empty frame.
+type pdkHandler func(st *reqState, args []byte) (proto.Message, error)
+
+// dispatch serves one PDK call; every call is counted.
+func (st *reqState) dispatch(method string, args []byte) ([]byte, error) {
+	st.calls = append(st.calls, method)
+	h, ok := pdkMethods[method]
+	if !ok {
+		return nil, &PDKError{Method: method, Err: errUnsupported}
+	}
+	reply, err := h(st, args)
+	if errors.Is(err, errExited) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, &PDKError{Method: method, Err: err}
+	}
+	if reply == nil {
+		return nil, nil
+	}
+	return proto.Marshal(reply)
+}
+
+// decode unmarshals the argument frame into a new T.
+func decode[T any, PT interface {
+	*T
+	proto.Message
+}](b []byte) (PT, error) {
+	m := PT(new(T))
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("decode argument: %w", err)
+	}
+	return m, nil
+}
+
+func str(s string) *kpp.String { return &kpp.String{V: s} }
+func num(i int) *kpp.Int       { return &kpp.Int{V: int32(i)} }
+
+// strArg is a handler taking a String argument.
+func strArg(f func(st *reqState, s string) (proto.Message, error)) pdkHandler {
+	return func(st *reqState, b []byte) (proto.Message, error) {
+		a, err := decode[kpp.String](b)
+		if err != nil {
+			return nil, err
+		}
+		return f(st, a.V)
+	}
+}
+
+// noArg is a handler that ignores its (empty) argument.
+func noArg(f func(st *reqState) (proto.Message, error)) pdkHandler {
+	return func(st *reqState, _ []byte) (proto.Message, error) { return f(st) }
+}
+
+// headerValue turns a KV/Struct value into a header value as Kong accepts
+// it: a string, a number or a boolean.
+func headerValue(v *structpb.Value) (string, error) {
+	var s string
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StringValue:
+		s = k.StringValue
+	case *structpb.Value_NumberValue:
+		s = strconv.FormatFloat(k.NumberValue, 'f', -1, 64)
+	case *structpb.Value_BoolValue:
+		s = strconv.FormatBool(k.BoolValue)
+	default:
+		return "", fmt.Errorf("invalid header value %v", v)
+	}
+	if strings.ContainsAny(s, "\r\n") {
+		return "", errors.New("header value contains CR or LF")
+	}
+	return s, nil
+}
+
+// headerValues accepts a string or a list of strings (set_headers, exit).
+func headerValues(v *structpb.Value) ([]string, error) {
+	if l := v.GetListValue(); l != nil {
+		out := make([]string, 0, len(l.Values))
+		for _, e := range l.Values {
+			s, err := headerValue(e)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	s, err := headerValue(v)
+	if err != nil {
+		return nil, err
+	}
+	return []string{s}, nil
+}
+
+func headerName(name string) (string, error) {
+	if name == "" || strings.ContainsAny(name, " \t\r\n:") {
+		return "", fmt.Errorf("invalid header name %q", name)
+	}
+	return http.CanonicalHeaderKey(name), nil
+}
+
+// structHeaders turns a google.protobuf.Struct of headers into a Header.
+func structHeaders(s *structpb.Struct) (http.Header, error) {
+	h := http.Header{}
+	for k, v := range s.GetFields() {
+		name, err := headerName(k)
+		if err != nil {
+			return nil, err
+		}
+		vals, err := headerValues(v)
+		if err != nil {
+			return nil, fmt.Errorf("header %s: %w", k, err)
+		}
+		h[name] = append(h[name], vals...)
+	}
+	return h, nil
+}
+
+// multiStruct encodes a multi-map as Kong does: a single value as a
+// string, several as a list.
+func multiStruct(m map[string][]string) *structpb.Struct {
+	s := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(m))}
+	for k, vs := range m {
+		if len(vs) == 1 {
+			s.Fields[k] = structpb.NewStringValue(vs[0])
+			continue
+		}
+		l := &structpb.ListValue{}
+		for _, v := range vs {
+			l.Values = append(l.Values, structpb.NewStringValue(v))
+		}
+		s.Fields[k] = structpb.NewListValue(l)
+	}
+	return s
+}
+
+func maxArg(b []byte) (int, error) {
+	a, err := decode[kpp.Int](b)
+	if err != nil {
+		return 0, err
+	}
+	n := int(a.V)
+	if n == 0 {
+		n = defaultMaxHeaders
+	}
+	if n < 1 || n > maxMaxHeaders {
+		return 0, fmt.Errorf("max must be between 1 and %d, got %d", maxMaxHeaders, a.V)
+	}
+	return n, nil
+}
+
+// getHeader is nginx's $http_NAME: case-insensitive, "_" as "-", several
+// lines joined with ", " (cookies with "; ").
+func (st *reqState) getHeader(name string) string {
+	name = http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))
+	if name == "Host" {
+		return st.host()
+	}
+	sep := ", "
+	if name == "Cookie" {
+		sep = "; "
+	}
+	return strings.Join(st.hdr.Values(name), sep)
+}
+
+func (st *reqState) host() string {
+	h := st.r.Host
+	if hh, _, err := splitHostPortLoose(h); err == nil {
+		h = hh
+	}
+	return strings.ToLower(h)
+}
+
+func splitHostPortLoose(h string) (string, string, error) {
+	i := strings.LastIndexByte(h, ':')
+	if i < 0 || strings.HasSuffix(h, "]") {
+		return strings.Trim(h, "[]"), "", nil
+	}
+	return strings.Trim(h[:i], "[]"), h[i+1:], nil
+}
+
+func (st *reqState) peerTrusted() bool { return st.s.realip.isTrusted(st.peer.Addr()) }
+
+func (st *reqState) readBody() ([]byte, error) {
+	if !st.bodyRead {
+		st.bodyRead = true
+		if st.r.Body != nil && st.r.Body != http.NoBody {
+			st.body, st.bodyErr = io.ReadAll(io.LimitReader(st.r.Body, maxRawBody+1))
+			if st.bodyErr == nil && len(st.body) > maxRawBody {
+				st.bodyErr = fmt.Errorf("request body larger than %d bytes", maxRawBody)
+			}
+		}
+	}
+	return st.body, st.bodyErr
+}
+
+func (st *reqState) logPlugin(level slog.Level, args *structpb.ListValue) {
+	var b strings.Builder
+	for _, v := range args.GetValues() {
+		switch k := v.GetKind().(type) {
+		case *structpb.Value_StringValue:
+			b.WriteString(k.StringValue)
+		case *structpb.Value_NullValue:
+			b.WriteString("nil")
+		default:
+			j, _ := v.MarshalJSON()
+			b.Write(j)
+		}
+	}
+	st.s.logger.Log(st.r.Context(), level, "plugin log", "plugin", st.s.info.name, "route", st.rt.label(), "msg", b.String())
+}
+
+func logAt(level slog.Level) pdkHandler {
+	return func(st *reqState, b []byte) (proto.Message, error) {
+		a, err := decode[structpb.ListValue](b)
+		if err != nil {
+			return nil, err
+		}
+		st.logPlugin(level, a)
+		return nil, nil
+	}
+}
+
+// setHeaderOp records a response header change applied to the response the
+// client gets (proxied or exit).
+func respHeaderKV(op func(h http.Header, name, value string)) pdkHandler {
+	return func(st *reqState, b []byte) (proto.Message, error) {
+		a, err := decode[kpp.KV](b)
+		if err != nil {
+			return nil, err
+		}
+		name, err := headerName(a.K)
+		if err != nil {
+			return nil, err
+		}
+		v, err := headerValue(a.V)
+		if err != nil {
+			return nil, err
+		}
+		st.respOps = append(st.respOps, func(h http.Header) { op(h, name, v) })
+		return nil, nil
+	}
+}
+
+func svcHeaderKV(add bool) pdkHandler {
+	return func(st *reqState, b []byte) (proto.Message, error) {
+		a, err := decode[kpp.KV](b)
+		if err != nil {
+			return nil, err
+		}
+		name, err := headerName(a.K)
+		if err != nil {
+			return nil, err
+		}
+		v, err := headerValue(a.V)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case name == "Host":
+			st.upHost = v
+		case add:
+			st.hdr.Add(name, v)
+		default:
+			st.hdr.Set(name, v)
+		}
+		return nil, nil
+	}
+}
+
+var nodeID = stableID("node", "kongemu")
+
+// pdkMethods are the PDK methods kongemu serves, named as on the wire.
+var pdkMethods map[string]pdkHandler
+
+func init() {
+	pdkMethods = map[string]pdkHandler{
+		// kong.request
+		"kong.request.get_scheme": noArg(func(st *reqState) (proto.Message, error) { return str("http"), nil }),
+		"kong.request.get_host":   noArg(func(st *reqState) (proto.Message, error) { return str(st.host()), nil }),
+		"kong.request.get_port":   noArg(func(st *reqState) (proto.Message, error) { return num(st.localPort), nil }),
+		"kong.request.get_forwarded_scheme": noArg(func(st *reqState) (proto.Message, error) {
+			if v := st.r.Header.Get("X-Forwarded-Proto"); v != "" && st.peerTrusted() {
+				return str(strings.ToLower(v)), nil
+			}
+			return str("http"), nil
+		}),
+		"kong.request.get_forwarded_host": noArg(func(st *reqState) (proto.Message, error) {
+			if v := st.r.Header.Get("X-Forwarded-Host"); v != "" && st.peerTrusted() {
+				h, _, _ := splitHostPortLoose(strings.TrimSpace(strings.Split(v, ",")[0]))
+				return str(strings.ToLower(h)), nil
+			}
+			return str(st.host()), nil
+		}),
+		"kong.request.get_forwarded_port": noArg(func(st *reqState) (proto.Message, error) {
+			if v := st.r.Header.Get("X-Forwarded-Port"); v != "" && st.peerTrusted() {
+				if p, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && p > 0 && p < 65536 {
+					return num(p), nil
+				}
+			}
+			return num(st.localPort), nil
+		}),
+		"kong.request.get_http_version": noArg(func(st *reqState) (proto.Message, error) {
+			return &kpp.Number{V: float64(st.r.ProtoMajor) + float64(st.r.ProtoMinor)/10}, nil
+		}),
+		"kong.request.get_method":          noArg(func(st *reqState) (proto.Message, error) { return str(st.r.Method), nil }),
+		"kong.request.get_path":            noArg(func(st *reqState) (proto.Message, error) { return str(st.path), nil }),
+		"kong.request.get_path_with_query": noArg(func(st *reqState) (proto.Message, error) { return str(st.r.RequestURI), nil }),
+		"kong.request.get_raw_query":       noArg(func(st *reqState) (proto.Message, error) { return str(st.r.URL.RawQuery), nil }),
+		"kong.request.get_query_arg": strArg(func(st *reqState, k string) (proto.Message, error) {
+			q, _ := url.ParseQuery(st.r.URL.RawQuery)
+			return str(q.Get(k)), nil
+		}),
+		"kong.request.get_query": func(st *reqState, b []byte) (proto.Message, error) {
+			n, err := maxArg(b)
+			if err != nil {
+				return nil, err
+			}
+			q, _ := url.ParseQuery(st.r.URL.RawQuery)
+			out := map[string][]string{}
+			for k, vs := range q {
+				for _, v := range vs {
+					if n == 0 {
+						break
+					}
+					out[k] = append(out[k], v)
+					n--
+				}
+			}
+			return multiStruct(out), nil
+		},
+		"kong.request.get_header": strArg(func(st *reqState, k string) (proto.Message, error) {
+			return str(st.getHeader(k)), nil
+		}),
+		"kong.request.get_headers": func(st *reqState, b []byte) (proto.Message, error) {
+			n, err := maxArg(b)
+			if err != nil {
+				return nil, err
+			}
+			out := map[string][]string{"host": {st.r.Host}}
+			n--
+			for k, vs := range st.hdr {
+				for _, v := range vs {
+					if n <= 0 {
+						break
+					}
+					lk := strings.ToLower(k)
+					out[lk] = append(out[lk], v)
+					n--
+				}
+			}
+			return multiStruct(out), nil
+		},
+		"kong.request.get_raw_body": noArg(func(st *reqState) (proto.Message, error) {
+			b, err := st.readBody()
+			if err != nil {
+				return &kpp.RawBodyResult{Kind: &kpp.RawBodyResult_Error{Error: err.Error()}}, nil
+			}
+			return &kpp.RawBodyResult{Kind: &kpp.RawBodyResult_Content{Content: b}}, nil
+		}),
+
+		// kong.client
+		"kong.client.get_ip": noArg(func(st *reqState) (proto.Message, error) {
+			return str(st.peer.Addr().Unmap().String()), nil
+		}),
+		"kong.client.get_forwarded_ip": noArg(func(st *reqState) (proto.Message, error) {
+			return str(st.fwdAddr.String()), nil
+		}),
+		"kong.client.get_port": noArg(func(st *reqState) (proto.Message, error) { return num(int(st.peer.Port())), nil }),
+		"kong.client.get_forwarded_port": noArg(func(st *reqState) (proto.Message, error) {
+			return num(int(st.fwdPort)), nil
+		}),
+		"kong.client.get_protocol": noArg(func(st *reqState) (proto.Message, error) { return str("http"), nil }),
+		"kong.client.authenticate": func(st *reqState, b []byte) (proto.Message, error) {
+			a, err := decode[kpp.AuthenticateArgs](b)
+			if err != nil {
+				return nil, err
+			}
+			if a.Consumer == nil && a.Credential == nil {
+				return nil, errors.New("either credential or consumer must be provided")
+			}
+			st.consumer, st.cred = a.Consumer, a.Credential
+			return nil, nil
+		},
+		"kong.client.get_credential": noArg(func(st *reqState) (proto.Message, error) {
+			if st.cred == nil {
+				return nil, nil
+			}
+			return st.cred, nil
+		}),
+		"kong.client.get_consumer": noArg(func(st *reqState) (proto.Message, error) {
+			if st.consumer == nil {
+				return nil, nil
+			}
+			return st.consumer, nil
+		}),
+		"kong.ip.is_trusted": strArg(func(st *reqState, s string) (proto.Message, error) {
+			a, err := netip.ParseAddr(s)
+			return &kpp.Bool{V: err == nil && st.s.realip.isTrusted(a)}, nil
+		}),
+
+		// kong.response
+		"kong.response.exit": func(st *reqState, b []byte) (proto.Message, error) {
+			a, err := decode[kpp.ExitArgs](b)
+			if err != nil {
+				return nil, err
+			}
+			if a.Status < 100 || a.Status > 599 {
+				return nil, fmt.Errorf("status %d must be between 100 and 599", a.Status)
+			}
+			h, err := structHeaders(a.Headers)
+			if err != nil {
+				return nil, err
+			}
+			st.exit = &exitInfo{status: int(a.Status), body: a.Body, header: h}
+			return nil, errExited
+		},
+		"kong.response.set_header": respHeaderKV(func(h http.Header, k, v string) { h.Set(k, v) }),
+		"kong.response.add_header": respHeaderKV(func(h http.Header, k, v string) { h.Add(k, v) }),
+		"kong.response.clear_header": strArg(func(st *reqState, k string) (proto.Message, error) {
+			name, err := headerName(k)
+			if err != nil {
+				return nil, err
+			}
+			st.respOps = append(st.respOps, func(h http.Header) { h.Del(name) })
+			return nil, nil
+		}),
+		"kong.response.set_headers": func(st *reqState, b []byte) (proto.Message, error) {
+			a, err := decode[structpb.Struct](b)
+			if err != nil {
+				return nil, err
+			}
+			hs, err := structHeaders(a)
+			if err != nil {
+				return nil, err
+			}
+			st.respOps = append(st.respOps, func(h http.Header) {
+				for k, vs := range hs {
+					h[k] = vs
+				}
+			})
+			return nil, nil
+		},
+
+		// kong.service.request
+		"kong.service.request.set_header": svcHeaderKV(false),
+		"kong.service.request.add_header": svcHeaderKV(true),
+		"kong.service.request.clear_header": strArg(func(st *reqState, k string) (proto.Message, error) {
+			name, err := headerName(k)
+			if err != nil {
+				return nil, err
+			}
+			st.hdr.Del(name)
+			return nil, nil
+		}),
+		"kong.service.request.set_headers": func(st *reqState, b []byte) (proto.Message, error) {
+			a, err := decode[structpb.Struct](b)
+			if err != nil {
+				return nil, err
+			}
+			hs, err := structHeaders(a)
+			if err != nil {
+				return nil, err
+			}
+			for k, vs := range hs {
+				if k == "Host" {
+					st.upHost = vs[0]
+					continue
+				}
+				st.hdr[k] = vs
+			}
+			return nil, nil
+		},
+		"kong.service.request.set_path": strArg(func(st *reqState, p string) (proto.Message, error) {
+			if !strings.HasPrefix(p, "/") {
+				return nil, fmt.Errorf("path %q must start with /", p)
+			}
+			st.upPath = p
+			return nil, nil
+		}),
+		"kong.service.request.set_raw_query": strArg(func(st *reqState, q string) (proto.Message, error) {
+			st.upQuery = &q
+			return nil, nil
+		}),
+		"kong.service.request.set_method": strArg(func(st *reqState, m string) (proto.Message, error) {
+			if m == "" || strings.ToUpper(m) != m {
+				return nil, fmt.Errorf("invalid method %q", m)
+			}
+			st.upMethod = m
+			return nil, nil
+		}),
+		"kong.service.request.set_query": func(st *reqState, b []byte) (proto.Message, error) {
+			a, err := decode[structpb.Struct](b)
+			if err != nil {
+				return nil, err
+			}
+			q := url.Values{}
+			for k, v := range a.GetFields() {
+				vals, err := headerValues(v)
+				if err != nil {
+					return nil, fmt.Errorf("query arg %s: %w", k, err)
+				}
+				q[k] = vals
+			}
+			enc := q.Encode()
+			st.upQuery = &enc
+			return nil, nil
+		},
+		"kong.service.request.set_raw_body": func(st *reqState, b []byte) (proto.Message, error) {
+			a, err := decode[kpp.ByteString](b)
+			if err != nil {
+				return nil, err
+			}
+			st.upBody, st.upBodySet = a.V, true
+			return nil, nil
+		},
+
+		// kong.ctx and kong.nginx
+		"kong.ctx.shared.set": func(st *reqState, b []byte) (proto.Message, error) {
+			a, err := decode[kpp.KV](b)
+			if err != nil {
+				return nil, err
+			}
+			st.shared[a.K] = a.V
+			return nil, nil
+		},
+		"kong.ctx.shared.get": strArg(func(st *reqState, k string) (proto.Message, error) {
+			if v := st.shared[k]; v != nil {
+				return v, nil
+			}
+			return structpb.NewNullValue(), nil
+		}),
+		"kong.nginx.set_ctx": func(st *reqState, b []byte) (proto.Message, error) {
+			a, err := decode[kpp.KV](b)
+			if err != nil {
+				return nil, err
+			}
+			st.ngxCtx[a.K] = a.V
+			return nil, nil
+		},
+		"kong.nginx.get_ctx": strArg(func(st *reqState, k string) (proto.Message, error) {
+			if v := st.ngxCtx[k]; v != nil {
+				return v, nil
+			}
+			return structpb.NewNullValue(), nil
+		}),
+		"kong.nginx.get_var": strArg(func(st *reqState, name string) (proto.Message, error) {
+			v, ok := st.nginxVar(name)
+			if !ok {
+				return nil, fmt.Errorf("nginx variable %q: %w", name, errUnsupported)
+			}
+			return str(v), nil
+		}),
+		"kong.nginx.req_start_time": noArg(func(st *reqState) (proto.Message, error) {
+			return &kpp.Number{V: float64(st.start.UnixMicro()) / 1e6}, nil
+		}),
+		"kong.nginx.get_subsystem": noArg(func(st *reqState) (proto.Message, error) { return str("http"), nil }),
+		"kong.node.get_id":         noArg(func(st *reqState) (proto.Message, error) { return str(nodeID), nil }),
+
+		// kong.log
+		"kong.log.alert":  logAt(slog.LevelError),
+		"kong.log.crit":   logAt(slog.LevelError),
+		"kong.log.err":    logAt(slog.LevelError),
+		"kong.log.warn":   logAt(slog.LevelWarn),
+		"kong.log.notice": logAt(slog.LevelInfo),
+		"kong.log.info":   logAt(slog.LevelInfo),
+		"kong.log.debug":  logAt(slog.LevelDebug),
+
+		// kong.router
+		"kong.router.get_route":   noArg(func(st *reqState) (proto.Message, error) { return st.rt.pb, nil }),
+		"kong.router.get_service": noArg(func(st *reqState) (proto.Message, error) { return st.rt.svc.pb, nil }),
+	}
+}
+
+// nginxVar answers the few nginx variables kongemu knows.
+func (st *reqState) nginxVar(name string) (string, bool) {
+	switch name {
+	case "remote_addr":
+		return st.fwdAddr.String(), true
+	case "remote_port":
+		if st.fwdPort == 0 {
+			return "", true
+		}
+		return strconv.Itoa(int(st.fwdPort)), true
+	case "realip_remote_addr":
+		return st.peer.Addr().Unmap().String(), true
+	case "realip_remote_port":
+		return strconv.Itoa(int(st.peer.Port())), true
+	case "request_uri":
+		return st.r.RequestURI, true
+	case "uri":
+		return st.path, true
+	case "args", "query_string":
+		return st.r.URL.RawQuery, true
+	case "request_method":
+		return st.r.Method, true
+	case "scheme":
+		return "http", true
+	case "host":
+		return st.host(), true
+	case "server_port":
+		return strconv.Itoa(st.localPort), true
+	case "server_protocol":
+		return st.r.Proto, true
+	}
+	if h, ok := strings.CutPrefix(name, "http_"); ok {
+		return st.getHeader(h), true
+	}
+	return "", false
+}

@@ -206,3 +206,23 @@ func BenchmarkDecideCIDR10(b *testing.B) {
 		}
 	}
 }
+
+func TestCRCMatchesLibrary(t *testing.T) {
+	t.Parallel()
+	for n := range 100 {
+		s := strings.Repeat("sk_live_AbZ09", 8)[:n]
+		if got, want := crc32IEEEString(s), crc32.ChecksumIEEE([]byte(s)); got != want {
+			t.Fatalf("len %d: %08x want %08x", n, got, want)
+		}
+	}
+}
+
+func BenchmarkParseSecret(b *testing.B) {
+	s := NewSecret(Live).Reveal()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := ParseSecret(s); !ok {
+			b.Fatal("rejected")
+		}
+	}
+}

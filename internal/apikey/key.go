@@ -169,15 +169,34 @@ func ParseSecret(s string) (Mode, bool) {
 	return m, true
 }
 
-var crcTable = crc32.MakeTable(crc32.IEEE)
+// crcTables are the slicing-by-8 tables of CRC-32 (IEEE); crcTables[0] is
+// the standard table.
+var crcTables = func() (t [8][256]uint32) {
+	t[0] = *crc32.MakeTable(crc32.IEEE)
+	for i := range 256 {
+		c := t[0][i]
+		for k := 1; k < 8; k++ {
+			c = t[0][c&0xff] ^ c>>8
+			t[k][i] = c
+		}
+	}
+	return t
+}()
 
-// crc32IEEEString is CRC-32 (IEEE) of s, byte by byte over the standard
-// table: for the 40 bytes of a key it is as fast as the library's and,
-// unlike a call through it, never makes s escape.
+// crc32IEEEString is CRC-32 (IEEE) of s, sliced by 8 over our own tables:
+// as fast as the library's for the 40 bytes of a key and, unlike a call
+// through it, it never makes s escape (so checking a key never allocates).
 func crc32IEEEString(s string) uint32 {
 	crc := ^uint32(0)
+	t := &crcTables
+	for len(s) >= 8 {
+		crc ^= uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+		crc = t[7][crc&0xff] ^ t[6][crc>>8&0xff] ^ t[5][crc>>16&0xff] ^ t[4][crc>>24] ^
+			t[3][s[4]] ^ t[2][s[5]] ^ t[1][s[6]] ^ t[0][s[7]]
+		s = s[8:]
+	}
 	for i := 0; i < len(s); i++ {
-		crc = crcTable[byte(crc)^s[i]] ^ crc>>8
+		crc = t[0][byte(crc)^s[i]] ^ crc>>8
 	}
 	return ^crc
 }

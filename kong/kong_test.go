@@ -180,18 +180,20 @@ func TestSchemaLuaMatchesDump(t *testing.T) {
 	}
 	// Defaults in schema.lua are the ones the Go code applies.
 	want := map[string]string{
-		"sidecar_url":        plugin.DefaultSidecarURL,
-		"sidecar_timeout_ms": strconv.Itoa(plugin.DefaultSidecarTimeoutMS),
-		"jwt_leeway_seconds": strconv.Itoa(plugin.DefaultLeewaySeconds),
-		"roles_claim":        plugin.DefaultRolesClaim,
-		"cache_ttl_ms":       strconv.Itoa(plugin.DefaultCacheTTLMS),
-		"test_mode_portals":  "{PARTNER}",
-		"key_headers":        "{Authorization,X-API-Key}",
-		"allowed_modes":      "{LIVE}",
-		"hide_credentials":   "true",
-		"route_role":         "nil",
-		"required_scopes":    "nil",
-		"gateway_secret":     "nil",
+		"sidecar_url":              plugin.DefaultSidecarURL,
+		"sidecar_timeout_ms":       strconv.Itoa(plugin.DefaultSidecarTimeoutMS),
+		"jwt_leeway_seconds":       strconv.Itoa(plugin.DefaultLeewaySeconds),
+		"roles_claim":              plugin.DefaultRolesClaim,
+		"cache_ttl_ms":             strconv.Itoa(plugin.DefaultCacheTTLMS),
+		"failure_limit_per_minute": strconv.Itoa(plugin.DefaultFailureLimitPerMinute),
+		"failure_burst":            strconv.Itoa(plugin.DefaultFailureBurst),
+		"test_mode_portals":        "{PARTNER}",
+		"key_headers":              "{Authorization,X-API-Key}",
+		"allowed_modes":            "{LIVE}",
+		"hide_credentials":         "true",
+		"route_role":               "nil",
+		"required_scopes":          "nil",
+		"gateway_secret":           "nil",
 	}
 	for _, f := range lua {
 		if w, ok := want[f.name]; ok && f.def != w {

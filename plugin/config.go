@@ -36,6 +36,11 @@ const (
 	DefaultLeewaySeconds    = 30
 	DefaultRolesClaim       = "workspaces"
 	DefaultCacheTTLMS       = 1000
+	// Failed-verification limiter (both roles): a client IP, or an API key
+	// id, may fail DefaultFailureBurst times at once, then one more time
+	// per 60/DefaultFailureLimitPerMinute seconds.
+	DefaultFailureLimitPerMinute = 30
+	DefaultFailureBurst          = 20
 )
 
 // Limits of the configuration.
@@ -45,6 +50,8 @@ const (
 	MaxCacheTTLMS       = 1000 // the revocation bound of SPEC §3
 	MinGatewaySecretLen = 16
 	MinHMACSecretLen    = 32
+	MaxFailureLimit     = 60000 // failures per minute
+	MaxFailureBurst     = 10000
 )
 
 var (
@@ -121,6 +128,15 @@ type Config struct {
 	// CacheTTLMS is how long key facts are cached (1..1000, default 1000):
 	// a revoked or expired key is rejected within this bound.
 	CacheTTLMS *int `json:"cache_ttl_ms"`
+	// FailureLimitPerMinute is the failed-verification limiter's refill rate
+	// (0..60000, default 30; 0 turns the limiter off): repeated invalid keys
+	// (4012) or bad JWTs (4010) from one client IP, and repeated denials
+	// (4033/4034/4035) of one API key id, are answered 429/4290 with
+	// Retry-After, before the key service is asked.
+	FailureLimitPerMinute *int `json:"failure_limit_per_minute"`
+	// FailureBurst is how many failures a client IP or key id may have at
+	// once before the limiter answers 429 (1..10000, default 20).
+	FailureBurst *int `json:"failure_burst"`
 
 	// Instance state, built once (go-pdk's reflection skips unexported
 	// fields, and json leaves them alone).
@@ -131,6 +147,9 @@ type Config struct {
 	// Test hooks; nil means the real thing.
 	clock  func() time.Time
 	getenv func(string) string
+	// limiterNS separates the process-wide limiter state of tests that
+	// must not see each other's failures; "" in production.
+	limiterNS string
 }
 
 // New is the constructor go-pdk calls for each plugin instance.
@@ -158,6 +177,9 @@ type settings struct {
 	allowedModes    []string
 	hideCredentials bool
 	cacheTTLMS      int
+	failurePerMin   int
+	failureBurst    int
+	limiterNS       string
 }
 
 // resolve applies the defaults: the one place they live.
@@ -181,6 +203,9 @@ func (c *Config) resolve() settings {
 		allowedModes:    c.AllowedModes,
 		hideCredentials: c.HideCredentials == nil || *c.HideCredentials,
 		cacheTTLMS:      intOr(c.CacheTTLMS, DefaultCacheTTLMS),
+		failurePerMin:   intOr(c.FailureLimitPerMinute, DefaultFailureLimitPerMinute),
+		failureBurst:    intOr(c.FailureBurst, DefaultFailureBurst),
+		limiterNS:       c.limiterNS,
 	}
 	if s.sidecarURL == "" {
 		s.sidecarURL = DefaultSidecarURL
@@ -263,6 +288,12 @@ func validateCommon(s *settings, p *problems) {
 		*p = append(*p, s.secretProblem)
 	} else if len(s.secret) < MinGatewaySecretLen {
 		p.add("gateway_secret must be at least %d bytes", MinGatewaySecretLen)
+	}
+	if s.failurePerMin < 0 || s.failurePerMin > MaxFailureLimit {
+		p.add("failure_limit_per_minute must be 0..%d (0 turns the limiter off), not %d", MaxFailureLimit, s.failurePerMin)
+	}
+	if s.failureBurst < 1 || s.failureBurst > MaxFailureBurst {
+		p.add("failure_burst must be 1..%d, not %d", MaxFailureBurst, s.failureBurst)
 	}
 }
 

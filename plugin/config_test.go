@@ -20,6 +20,7 @@ func enforceConfig(sidecarURL string, mut ...func(*Config)) *Config {
 		SidecarURL:     sidecarURL,
 		GatewaySecret:  gwSecret,
 		RequiredScopes: []string{"payment:read"},
+		limiterNS:      newLimiterNS(),
 	}
 	for _, m := range mut {
 		if m != nil {
@@ -60,35 +61,38 @@ func TestValidateAllProblems(t *testing.T) {
 		AllowedModes:     []string{"PROD"},
 		KeyHeaders:       []string{"X Bad"},
 		CacheTTLMS:       intp(1001),
+		FailureBurst:     intp(0),
 		getenv:           func(string) string { return "" },
 	}
 	err := enforce.Validate()
 	for _, want := range []string{
 		"sidecar_url", "sidecar_timeout_ms", "gateway_secret must be at least 16 bytes", "required_scopes is required",
-		"allowed_modes[0]", "key_headers[0]", "cache_ttl_ms must be 1..1000",
+		"allowed_modes[0]", "key_headers[0]", "cache_ttl_ms must be 1..1000", "failure_burst must be 1..10000",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("enforce: missing problem %q in:\n%v", want, err)
 		}
 	}
-	if n := len(unjoin(err)); n != 7 {
-		t.Errorf("enforce: %d problems, want 7:\n%v", n, err)
+	if n := len(unjoin(err)); n != 8 {
+		t.Errorf("enforce: %d problems, want 8:\n%v", n, err)
 	}
 
 	manage := &Config{
-		RouteRole:        RoleManage,
-		JWTAlgorithms:    []string{"HS256", "RS256", "none", "ES256"},
-		JWTSecret:        "too-short",
-		JWTPublicKeys:    []string{"not pem"},
-		JWKSURL:          "ftp://idp",
-		JWTLeewaySeconds: intp(-1),
-		PortalCodes:      map[string]string{"": "PARTNER"},
-		getenv:           func(string) string { return "" },
+		RouteRole:             RoleManage,
+		JWTAlgorithms:         []string{"HS256", "RS256", "none", "ES256"},
+		JWTSecret:             "too-short",
+		JWTPublicKeys:         []string{"not pem"},
+		JWKSURL:               "ftp://idp",
+		JWTLeewaySeconds:      intp(-1),
+		PortalCodes:           map[string]string{"": "PARTNER"},
+		FailureLimitPerMinute: intp(-1),
+		getenv:                func(string) string { return "" },
 	}
 	err = manage.Validate()
 	for _, want := range []string{
 		"gateway_secret is required", `jwt_algorithms[2] "none"`, "jwt_secret of at least 32 bytes", "jwt_public_keys[0]",
 		"jwks_url must be an http or https URL", "jwt_leeway_seconds must be 0..600", "an access code must not be empty",
+		"failure_limit_per_minute must be 0..60000",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("manage: missing problem %q in:\n%v", want, err)
@@ -106,6 +110,9 @@ func TestValidateAllProblems(t *testing.T) {
 		{RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"a:b"}, AllowedModes: []string{}},
 		{RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"a:b"}, SidecarURL: "unix:relative.sock"},
 		{RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"a:b"}, SidecarURL: "http://host"},
+		{RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"a:b"}, FailureLimitPerMinute: intp(60001)},
+		{RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"a:b"}, FailureBurst: intp(10001)},
+		{RouteRole: RoleManage, GatewaySecret: gwSecret, JWTAlgorithms: []string{"HS256"}, JWTSecret: hsSecret, FailureBurst: intp(-5)},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: no problem reported", c)
@@ -125,15 +132,17 @@ func TestConfigJSON(t *testing.T) {
 	s := c.resolve()
 	if !s.hideCredentials || s.cacheTTLMS != 1000 || s.timeoutMS != 1000 || s.sidecarURL != DefaultSidecarURL ||
 		len(s.keyHeaders) != 2 || s.allowedModes[0] != "LIVE" || s.leewaySeconds != 30 || s.rolesClaim != "workspaces" ||
-		s.testModePortals[0] != "PARTNER" {
+		s.testModePortals[0] != "PARTNER" || s.failurePerMin != DefaultFailureLimitPerMinute || s.failureBurst != DefaultFailureBurst {
 		t.Errorf("defaults not applied: %+v", s)
 	}
 	var c2 Config
-	if err := json.Unmarshal([]byte(`{"route_role":"manage","hide_credentials":false,"jwt_leeway_seconds":0,"test_mode_portals":[]}`), &c2); err != nil {
+	if err := json.Unmarshal([]byte(`{"route_role":"manage","hide_credentials":false,"jwt_leeway_seconds":0,"test_mode_portals":[],
+		"failure_limit_per_minute":0,"failure_burst":1}`), &c2); err != nil {
 		t.Fatal(err)
 	}
 	s = c2.resolve()
-	if s.hideCredentials || s.leewaySeconds != 0 || s.testModePortals == nil || len(s.testModePortals) != 0 {
+	if s.hideCredentials || s.leewaySeconds != 0 || s.testModePortals == nil || len(s.testModePortals) != 0 ||
+		s.failurePerMin != 0 || s.failureBurst != 1 {
 		t.Errorf("explicit zero values lost: %+v", s)
 	}
 	if c3 := (&Config{CacheTTLMS: intp(0), RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"a:b"}}); c3.Validate() == nil {

@@ -43,6 +43,10 @@
 //     cache_ttl_ms (≤ 1000 ms) counted from when the sidecar was asked: a
 //     revoked or expired key is rejected within that bound. Unknown keys are
 //     cached negatively for the same time.
+//   - A request with MaxHeaders (1000) header lines or more is answered
+//     400/4000 before anything else: Kong hands the plugin only the first
+//     MaxHeaders, and a second key or a client X-Keygate-* header could
+//     hide behind them.
 //   - The request body is never read; the API key is never read from the
 //     query string. A key failing the format or checksum check, or two
 //     different keys in one request, is 4012 without asking the sidecar.
@@ -57,6 +61,36 @@
 //     (get_headers, authenticate, set_headers, clear_header), 5 when the key
 //     has an IP whitelist (get_forwarded_ip is asked only then); a request
 //     rejected before the sidecar is asked costs 2 (get_headers, exit).
+//     The failed-verification limiter adds get_forwarded_ip, at most once
+//     per request, only (a) on a 4012 decided with the key service's
+//     answer (3 calls) and on a manage 4010 (3 calls), to count the failure
+//     against the client, and (b) while some client is blocked, before a
+//     request that would ask the key service (a cache miss) or verify a
+//     JWT. In normal operation nobody is blocked and the budgets above hold;
+//     during an attack a cache miss costs one call more (5), a cached key
+//     still 4.
+//   - Failed-verification limiter (failure_limit_per_minute,
+//     failure_burst; internal/limiter, golang.org/x/time/rate token
+//     buckets): a client IP (an IPv6 address counts as its /64) that fails
+//     failure_burst times — enforce: 4012 for a key the key service does
+//     not accept (unknown, revoked, expired); manage: 4010 — is answered
+//     429/4290 with Retry-After (whole seconds) until its bucket refills one
+//     token (60/failure_limit_per_minute s), before the key service is
+//     asked or a JWT verified. A cached valid key is decided as usual (no
+//     store lookup is involved). Denials of a known key (4033/4034/4035)
+//     count against its apiKeyId on the route's policy (required_scopes +
+//     allowed_modes): once blocked, every request presenting that key to
+//     a route with that policy is 429 until Retry-After, without a PDK call
+//     for the IP; routes whose policy the key satisfies are unaffected.
+//     Not counted: a missing key (4011), a malformed key or bad checksum,
+//     two different keys (4012 decided from the headers, 2 calls, no store
+//     lookup — counting them would cost an IP call on the cheapest
+//     rejection), 4030/4031/4032 (the token was valid). The state is
+//     process-wide, shared by every route with the same limiter settings
+//     (per role), bounded (MaxFailureKeys keys per limiter, least recently
+//     failed evicted; refilled buckets dropped), with no goroutine. Clients
+//     behind one NAT address share a bucket: raise failure_burst for such
+//     routes or set failure_limit_per_minute 0 to turn the limiter off.
 //   - Never logged: a secret, an Authorization or X-API-Key value, a JWT, the
 //     gateway secret. Logged: apiKeyId, workspace, codes, reasons, request id.
 //     Logs are JSON lines on stderr (Kong copies the plugin server's stderr
@@ -109,6 +143,8 @@
 //	allowed_modes       enforce  ["LIVE"]                         LIVE and/or TEST
 //	hide_credentials    enforce  true                             remove the key's header before proxying
 //	cache_ttl_ms        enforce  1000                             1..1000: the revocation bound
+//	failure_limit_per_minute both 30                              0..60000 failures/min refilled per client IP or key id; 0: limiter off
+//	failure_burst       both     20                               1..10000 failures at once before 429/4290
 //
 // On a manage route the workspace is the path segment after
 // /web/v1/workspaces/ in kong.request.get_path (the path the client sent);

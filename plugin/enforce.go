@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"errors"
-	"net/netip"
 	"strings"
 
 	"github.com/keygate/keygate/internal/apikey"
@@ -82,9 +81,27 @@ func (r *call) enforce(h map[string][]string) {
 		r.reject(envelope.InvalidKey)
 		return
 	}
-	facts, err := in.lookup(key, r.reqID)
-	if err != nil {
-		r.sidecarFailure(err)
+	ck, facts, cached := in.cached(key)
+	if !cached {
+		// The key service is about to be asked. While some client is
+		// blocked, ask Kong who this one is first: a blocked client gets
+		// 429 without a store lookup. Otherwise this costs nothing.
+		if in.ipFail != nil && in.ipFail.AnyBlocked(in.now()) && r.ipBlocked(in.ipFail) {
+			return
+		}
+		var err error
+		if facts, err = in.fetch(ck, key, r.reqID); err != nil {
+			r.sidecarFailure(err)
+			return
+		}
+	}
+	if facts == nil {
+		r.invalid(nil)
+		return
+	}
+	// A key id blocked on this route's policy is 429 (one atomic load while
+	// no key id is blocked).
+	if in.keyFail != nil && in.keyFail.AnyBlocked(in.now()) && r.keyBlocked(facts.APIKeyID) {
 		return
 	}
 	now := in.now()
@@ -101,31 +118,48 @@ func (r *call) enforce(h map[string][]string) {
 	switch d {
 	case apikey.Allow:
 		r.allow(facts, from)
-		return
 	case apikey.DenyInvalid:
-		r.deny(envelope.InvalidKey, facts)
+		r.invalid(facts)
 	case apikey.DenyMode:
-		r.deny(envelope.ModeDenied, facts)
+		r.denyKey(envelope.ModeDenied, facts)
 	case apikey.DenyScope:
-		r.deny(envelope.ScopeDenied, facts)
+		r.denyKey(envelope.ScopeDenied, facts)
 	case apikey.DenyIP:
-		r.deny(envelope.IPDenied, facts)
+		r.denyKey(envelope.IPDenied, facts)
 	default:
-		r.deny(envelope.InvalidKey, facts)
+		r.invalid(facts)
 	}
 }
 
 func (r *call) checkIP(f *apikey.Facts) apikey.Decision {
-	raw, err := r.k.forwardedIP()
-	if err != nil {
-		logger().Error("keygate: kong.client.get_forwarded_ip failed", "err", err.Error(), "request_id", r.reqID)
-		return apikey.DenyIP
-	}
-	ip, err := netip.ParseAddr(raw)
-	if err != nil || !apikey.CheckIP(f.IPWhitelist, ip) {
+	ip, ok := r.clientIP()
+	if !ok || !apikey.CheckIP(f.IPWhitelist, ip) {
 		return apikey.DenyIP
 	}
 	return apikey.Allow
+}
+
+// invalid answers 4012 for a key the service does not accept (f is nil) or
+// one that expired since (f is its facts). The limiter counts it against
+// the client IP — one more PDK call, on this failure path only — and a
+// client already blocked gets 429 instead.
+func (r *call) invalid(f *apikey.Facts) {
+	if lim := r.in.ipFail; lim != nil {
+		if r.ipBlocked(lim) {
+			return
+		}
+		r.ipFailed(lim)
+	}
+	r.deny(envelope.InvalidKey, f)
+}
+
+// denyKey answers a denial of a known key (4033/4034/4035) and counts it
+// against the key id on this route's policy.
+func (r *call) denyKey(code envelope.Code, f *apikey.Facts) {
+	if r.in.keyFail != nil {
+		r.keyFailed(f.APIKeyID)
+	}
+	r.deny(code, f)
 }
 
 func (r *call) deny(code envelope.Code, f *apikey.Facts) {
@@ -187,14 +221,18 @@ func (r *call) sidecarFailure(err error) {
 	}
 }
 
-// lookup returns the facts of a well-formed key from the shared cache or
-// the sidecar; nil facts: the key is not valid (unknown, revoked, expired).
-func (in *instance) lookup(key, requestID string) (*apikey.Facts, error) {
+// cached returns the cached facts of a well-formed key and whether there
+// were fresh ones; nil facts: the key is not valid (unknown, revoked,
+// expired).
+func (in *instance) cached(key string) (cacheKey, *apikey.Facts, bool) {
 	ck := cacheKey{ns: in.cacheNS, hash: apikey.Hash(key)}
+	f, ok := sharedCache.get(ck, in.now())
+	return ck, f, ok
+}
+
+// fetch asks the sidecar about a key and caches the answer.
+func (in *instance) fetch(ck cacheKey, key, requestID string) (*apikey.Facts, error) {
 	asked := in.now()
-	if f, ok := sharedCache.get(ck, asked); ok {
-		return f, nil
-	}
 	f, err := in.sidecar.verify(key, requestID, in.verifyTail, in.bearer, in.timeout)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,6 +43,12 @@ const (
 
 func intp(v int) *int    { return &v }
 func boolp(v bool) *bool { return &v }
+
+var limiterSeq atomic.Int64
+
+// newLimiterNS gives a test config limiter state of its own: the limiters
+// are process-wide, and parallel tests must not see each other's failures.
+func newLimiterNS() string { return "test-" + strconv.FormatInt(limiterSeq.Add(1), 10) }
 
 // kongEnv is go-pdk's test environment with two additions: it records the
 // PDK methods the plugin calls (each one a round trip to Kong) and answers
@@ -239,6 +246,7 @@ func manageConfig(mut ...func(*Config)) *Config {
 		JWTIssuer:     issuer,
 		JWTAudience:   audience,
 		PortalCodes:   map[string]string{"code-partner": "PARTNER", "code-merchant": "MERCHANT"},
+		limiterNS:     newLimiterNS(),
 	}
 	for _, m := range mut {
 		m(c)

@@ -1,11 +1,14 @@
 package plugin
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/keygate/keygate/internal/apikey"
+	"github.com/keygate/keygate/internal/limiter"
 )
 
 // instance is the state built from one valid Config. It is immutable after
@@ -15,6 +18,13 @@ type instance struct {
 	role   string
 	secret []byte // the gateway secret
 	clock  func() time.Time
+
+	// Failed-verification limiters (nil when off), shared process-wide:
+	// ipFail counts 4010 (manage) or 4012 (enforce) by client IP, keyFail
+	// counts 4033/4034/4035 by policyID + apiKeyId.
+	ipFail   *limiter.Limiter
+	keyFail  *limiter.Limiter
+	policyID string // enforce: identifies required scopes + modes
 
 	// manage
 	parser      *jwt.Parser
@@ -67,6 +77,15 @@ func compile(s settings) (*instance, error) {
 	}
 	if len(p) > 0 {
 		return nil, p.err()
+	}
+	switch s.role {
+	case RoleManage:
+		in.ipFail = failureLimiter(limManageIP, &s)
+	case RoleEnforce:
+		in.ipFail = failureLimiter(limEnforceIP, &s)
+		in.keyFail = failureLimiter(limEnforceKey, &s)
+		sum := sha256.Sum256(in.verifyTail)
+		in.policyID = hex.EncodeToString(sum[:8]) + "|"
 	}
 	return in, nil
 }

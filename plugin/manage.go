@@ -27,9 +27,18 @@ const identityTTL = identity.MaxTTL / 2
 // and hands the sidecar a signed identity assertion.
 func (r *call) manage(h map[string][]string) {
 	in := r.in
+	// While some client is blocked by the failed-verification limiter, ask
+	// Kong who this one is before verifying anything: a blocked client gets
+	// 429. Otherwise this costs nothing.
+	if in.ipFail != nil && in.ipFail.AnyBlocked(in.now()) && r.ipBlocked(in.ipFail) {
+		return
+	}
 	claims, why := in.verifyJWT(h["authorization"])
 	if why != "" {
 		logger().Info("keygate: management request rejected", "code", "4010", "reason", why, "request_id", r.reqID)
+		if in.ipFail != nil {
+			r.ipFailed(in.ipFail) // asks Kong for the client IP unless done above
+		}
 		r.reject(envelope.Unauthorized)
 		return
 	}

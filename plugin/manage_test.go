@@ -134,7 +134,8 @@ func TestManage(t *testing.T) {
 				wantCalls(t, e, pdkGetHeaders, pdkGetPath, pdkSetHeaders, pdkClearHeader)
 			case envelope.Unauthorized:
 				wantReject(t, e, tc.want)
-				wantCalls(t, e, pdkGetHeaders, pdkExit)
+				// The failed-verification limiter asks who failed.
+				wantCalls(t, e, pdkGetHeaders, pdkFwdIP, pdkExit)
 			default:
 				wantReject(t, e, tc.want)
 				wantCalls(t, e, pdkGetHeaders, pdkGetPath, pdkExit)

@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net/netip"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,7 +27,9 @@ const Version = "0.1.0"
 // the credential it authenticates.
 const Priority = 1260
 
-// MaxHeaders is how many request headers are read (Kong's maximum).
+// MaxHeaders is how many request headers are read (Kong's maximum). A
+// request with this many header lines or more (Host included) is refused
+// with 400/4000: Kong would hand over only the first MaxHeaders.
 const MaxHeaders = 1000
 
 // kongAPI is the part of the PDK the plugin uses; every method is one round
@@ -67,6 +71,11 @@ type call struct {
 	reqID  string
 	genID  bool // reqID was generated here: set it upstream
 	exited bool
+
+	// The client IP, asked of Kong at most once (clientIP).
+	ip      netip.Addr
+	ipOK    bool
+	ipAsked bool
 }
 
 func (c *Config) access(k kongAPI) {
@@ -93,6 +102,14 @@ func (c *Config) access(k kongAPI) {
 		return
 	}
 	r.in = in
+	if n := headerValues(h); n >= MaxHeaders {
+		// Kong hands over only the first MaxHeaders header lines: a second
+		// key, or a client X-Keygate-* header to strip, could hide behind
+		// them. Refuse rather than decide on part of the request.
+		logger().Info("keygate: request rejected", "code", "4000", "reason", "too many request headers", "headers", n, "request_id", r.reqID)
+		r.rejectMessage(envelope.BadRequest, "too many request headers (at most "+strconv.Itoa(MaxHeaders-1)+")", nil)
+		return
+	}
 	switch in.role {
 	case RoleManage:
 		r.manage(h)
@@ -110,6 +127,12 @@ func (r *call) reject(code envelope.Code) {
 }
 
 func (r *call) rejectWith(code envelope.Code, extra map[string][]string) {
+	r.rejectMessage(code, "", extra)
+}
+
+// rejectMessage answers with the envelope of code and message ("" = the
+// code's message) and extra headers.
+func (r *call) rejectMessage(code envelope.Code, message string, extra map[string][]string) {
 	if r.reqID == "" {
 		r.reqID = newRequestID()
 	}
@@ -117,7 +140,7 @@ func (r *call) rejectWith(code envelope.Code, extra map[string][]string) {
 	if r.in != nil {
 		now = r.in.now()
 	}
-	body := envelope.Append(make([]byte, 0, 192), now, code, "", r.reqID, nil)
+	body := envelope.Append(make([]byte, 0, 192), now, code, message, r.reqID, nil)
 	h := map[string][]string{
 		"Content-Type": {"application/json"},
 		"X-Request-Id": {r.reqID},
@@ -127,6 +150,15 @@ func (r *call) rejectWith(code envelope.Code, extra map[string][]string) {
 	}
 	r.exited = true
 	r.k.exit(code.Status(), body, h)
+}
+
+// headerValues counts the header lines get_headers returned.
+func headerValues(h map[string][]string) int {
+	n := 0
+	for _, v := range h {
+		n += len(v)
+	}
+	return n
 }
 
 // requestID is the client's X-Request-Id when it is sane, else a new one.

@@ -125,6 +125,7 @@ func TestEnforceRealSidecar(t *testing.T) {
 
 	allow := []string{pdkGetHeaders, pdkAuth, pdkSetHeaders, pdkClearHeader}
 	allowIP := []string{pdkGetHeaders, pdkFwdIP, pdkAuth, pdkSetHeaders, pdkClearHeader}
+	invalid := []string{pdkGetHeaders, pdkFwdIP, pdkExit}
 	tests := []struct {
 		name   string
 		cfg    func(*Config)
@@ -138,9 +139,13 @@ func TestEnforceRealSidecar(t *testing.T) {
 		kept   string // header expected to reach the upstream with the key
 		hidden []string
 	}{
-		{name: "unknown key", h: http.Header{"X-Api-Key": {unknown}}, want: envelope.InvalidKey},
-		{name: "revoked key", h: http.Header{"X-Api-Key": {revoked.Secret}}, want: envelope.InvalidKey},
-		{name: "expired key", h: http.Header{"X-Api-Key": {expiring.Secret}}, want: envelope.InvalidKey},
+		// 4012 after asking the sidecar: the failed-verification limiter
+		// asks who failed (one more call, on the failure path only).
+		{name: "unknown key", h: http.Header{"X-Api-Key": {unknown}}, want: envelope.InvalidKey, calls: invalid},
+		{name: "revoked key", h: http.Header{"X-Api-Key": {revoked.Secret}}, want: envelope.InvalidKey, calls: invalid},
+		{name: "expired key", h: http.Header{"X-Api-Key": {expiring.Secret}}, want: envelope.InvalidKey, calls: invalid},
+		{name: "unknown key, limiter off", cfg: func(c *Config) { c.FailureLimitPerMinute = intp(0) },
+			h: http.Header{"X-Api-Key": {unknown}}, want: envelope.InvalidKey},
 		{name: "TEST key on a LIVE route", h: http.Header{"X-Api-Key": {testKey.Secret}}, want: envelope.ModeDenied},
 		{name: "zero-scope key", h: http.Header{"X-Api-Key": {zero.Secret}}, want: envelope.ScopeDenied},
 		{name: "zero-scope key, TEST allowed too", cfg: func(c *Config) { c.AllowedModes = []string{"LIVE", "TEST"} },

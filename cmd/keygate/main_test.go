@@ -58,6 +58,7 @@ func TestDump(t *testing.T) {
 		"jwt_issuer:string", "jwt_audience:string", "jwt_leeway_seconds:integer", "roles_claim:string",
 		"portal_codes:map<string,string>", "test_mode_portals:array<string>", "key_headers:array<string>",
 		"required_scopes:array<string>", "allowed_modes:array<string>", "hide_credentials:boolean", "cache_ttl_ms:integer",
+		"failure_limit_per_minute:integer", "failure_burst:integer",
 	}
 	var got []string
 	for _, f := range p.Schema.Fields {

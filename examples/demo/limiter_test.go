@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/apikey"
+)
+
+// TestFailureLimiter drives the plugin's failed-verification limiter
+// through the real stack with kong/kong.yml's defaults
+// (failure_limit_per_minute 30, failure_burst 20): kongemu trusts
+// 127.0.0.1 and takes the client IP from X-Forwarded-For.
+func TestFailureLimiter(t *testing.T) {
+	s, err := newStack("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	ws := "/web/v1/workspaces/" + workspace + "/api-keys"
+	owner := map[string]string{"Authorization": "Bearer " + mintJWT("alice", workspace, "OWNER"), "X-PORTAL-ACCESS-CODE": publicCode}
+	r := s.call("POST", ws, owner, `{"name":"open","scopes":["orders:read"]}`)
+	wantEnvelope(t, r, 201, "2000")
+	valid := str(r.data["secret"])
+	r = s.call("POST", ws, owner, `{"name":"payments","scopes":["payment:read"]}`)
+	wantEnvelope(t, r, 201, "2000")
+	wrongScope := str(r.data["secret"])
+
+	t.Run("denials of one key id", func(t *testing.T) {
+		for range 20 {
+			r := s.call("GET", "/orders/1", from("192.0.2.50", "X-API-Key", wrongScope), "")
+			wantEnvelope(t, r, 403, "4033")
+			wantPDK(t, r, 2)
+		}
+		// The key id is blocked on this route, whatever the client IP,
+		// without asking Kong for the IP.
+		for _, ip := range []string{"192.0.2.50", "192.0.2.51"} {
+			r := s.call("GET", "/orders/1", from(ip, "X-API-Key", wrongScope), "")
+			wantEnvelope(t, r, 429, "4290")
+			wantRetryAfter(t, r, 2)
+			wantPDK(t, r, 2)
+		}
+		// Other keys are unaffected.
+		r := s.call("GET", "/orders/1", from("192.0.2.50", "X-API-Key", valid), "")
+		wantEnvelope(t, r, 200, "")
+	})
+
+	t.Run("invalid keys from one client IP", func(t *testing.T) {
+		const attacker, other = "198.51.100.66", "203.0.113.10"
+		r := s.call("GET", "/orders/1", from(other, "X-API-Key", valid), "")
+		wantEnvelope(t, r, 200, "")
+		before := s.verifyTotal(t)
+		for range 20 {
+			r := s.call("GET", "/orders/1", from(attacker, "X-API-Key", apikey.NewSecret(apikey.Live).Reveal()), "")
+			wantEnvelope(t, r, 401, "4012")
+			wantPDK(t, r, 3) // get_headers, get_forwarded_ip (to count the failure), exit
+		}
+		if got := s.verifyTotal(t); got != before+20 {
+			t.Fatalf("sidecar verified %d keys for 20 unknown ones", got-before)
+		}
+		// Blocked: answered before the sidecar is asked, whatever the key.
+		var retry int
+		for i := range 10 {
+			key := apikey.NewSecret(apikey.Live).Reveal()
+			if i == 9 {
+				key = apikey.NewSecret(apikey.Test).Reveal()
+			}
+			r := s.call("GET", "/orders/1", from(attacker, "Authorization", "Bearer "+key), "")
+			wantEnvelope(t, r, 429, "4290")
+			wantPDK(t, r, 3)
+			retry = wantRetryAfter(t, r, 2)
+		}
+		if got := s.verifyTotal(t); got != before+20 {
+			t.Fatalf("the sidecar was asked %d times for a blocked client", got-before-20)
+		}
+		// Another client's valid key: 200. The first request may need the
+		// sidecar (then, while someone is blocked, the plugin asks for the
+		// IP first: 5 calls); the next one is cached: the normal 4.
+		r = s.call("GET", "/orders/1", from(other, "X-API-Key", valid), "")
+		wantEnvelope(t, r, 200, "")
+		if n := pdkCalls(r); n != 4 && n != 5 {
+			t.Fatalf("PDK calls %d (%s)", n, r.header.Get("X-Kongemu-Pdk-Methods"))
+		}
+		r = s.call("GET", "/orders/1", from(other, "X-API-Key", valid), "")
+		wantEnvelope(t, r, 200, "")
+		wantPDK(t, r, 4)
+		// Another client's unknown key is an ordinary 4012.
+		r = s.call("GET", "/orders/1", from(other, "X-API-Key", apikey.NewSecret(apikey.Live).Reveal()), "")
+		wantEnvelope(t, r, 401, "4012")
+
+		// After Retry-After the client is served again.
+		time.Sleep(time.Duration(retry)*time.Second + 100*time.Millisecond)
+		r = s.call("GET", "/orders/1", from(attacker, "X-API-Key", valid), "")
+		wantEnvelope(t, r, 200, "")
+		r = s.call("GET", "/orders/1", from(attacker, "X-API-Key", apikey.NewSecret(apikey.Live).Reveal()), "")
+		wantEnvelope(t, r, 401, "4012")
+	})
+
+	t.Run("bad JWTs from one client IP", func(t *testing.T) {
+		const attacker, other = "198.51.100.77", "203.0.113.11"
+		bad := []string{"Bearer not.a.jwt", "Bearer " + mintJWT("alice", workspace, "OWNER") + "x", "", "Basic YWxpY2U6cHc="}
+		for i := range 20 {
+			h := from(attacker, "X-PORTAL-ACCESS-CODE", publicCode)
+			if b := bad[i%len(bad)]; b != "" {
+				h["Authorization"] = b
+			}
+			r := s.call("GET", ws, h, "")
+			wantEnvelope(t, r, 401, "4010")
+			wantPDK(t, r, 3)
+		}
+		before := s.metric(t, `keygate_management_requests_total{code="2000"}`)
+		// Blocked: even the owner's valid token is not looked at, and
+		// nothing reaches the sidecar.
+		for range 3 {
+			r := s.call("GET", ws, from(attacker, "Authorization", owner["Authorization"], "X-PORTAL-ACCESS-CODE", publicCode), "")
+			wantEnvelope(t, r, 429, "4290")
+			wantPDK(t, r, 3)
+			wantRetryAfter(t, r, 2)
+		}
+		if got := s.metric(t, `keygate_management_requests_total{code="2000"}`); got != before {
+			t.Fatalf("a blocked client reached the sidecar %d times", got-before)
+		}
+		// Another client is served.
+		r := s.call("GET", ws, from(other, "Authorization", owner["Authorization"], "X-PORTAL-ACCESS-CODE", publicCode), "")
+		wantEnvelope(t, r, 200, "2000")
+		// The enforce route keeps its own count: the same IP is not
+		// blocked there.
+		r = s.call("GET", "/orders/1", from(attacker, "X-API-Key", valid), "")
+		wantEnvelope(t, r, 200, "")
+
+		time.Sleep(2100 * time.Millisecond)
+		r = s.call("GET", ws, from(attacker, "Authorization", owner["Authorization"], "X-PORTAL-ACCESS-CODE", publicCode), "")
+		wantEnvelope(t, r, 200, "2000")
+	})
+}
+
+// from returns headers name/value pairs plus X-Forwarded-For: ip (kongemu
+// trusts the test client, 127.0.0.1, for it).
+func from(ip string, kv ...string) map[string]string {
+	h := map[string]string{"X-Forwarded-For": ip}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h[kv[i]] = kv[i+1]
+	}
+	return h
+}
+
+// wantEnvelope checks the status and the envelope code; code "" means the
+// upstream answered (no envelope).
+func wantEnvelope(t *testing.T, r result, status int, code string) {
+	t.Helper()
+	if r.status != status || str(r.json["code"]) != code {
+		t.Fatalf("got %d %s, want %d %s: %.300s", r.status, str(r.json["code"]), status, code, r.body)
+	}
+	if code == "" {
+		return
+	}
+	if r.header.Get("Content-Type") != "application/json" || r.json["version"] != "1.3.0" || r.json["success"] != (status < 400) {
+		t.Fatalf("not an envelope: %v %.300s", r.header, r.body)
+	}
+	if status >= 400 {
+		rid := str(r.json["requestId"])
+		if rid == "" || r.header.Get("X-Request-Id") != rid || r.json["data"] != nil {
+			t.Fatalf("rejection envelope: %v %.300s", r.header, r.body)
+		}
+	}
+	if code == "4290" && r.json["message"] != "Too many requests" {
+		t.Fatalf("429 message %q", r.json["message"])
+	}
+}
+
+func pdkCalls(r result) int {
+	n, err := strconv.Atoi(r.header.Get("X-Kongemu-Pdk-Calls"))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func wantPDK(t *testing.T, r result, want int) {
+	t.Helper()
+	if got := pdkCalls(r); got != want {
+		t.Fatalf("PDK calls %d (%s), want %d", got, r.header.Get("X-Kongemu-Pdk-Methods"), want)
+	}
+}
+
+// wantRetryAfter checks Retry-After is whole seconds in 1..max and returns it.
+func wantRetryAfter(t *testing.T, r result, max int) int {
+	t.Helper()
+	ra := r.header.Get("Retry-After")
+	n, err := strconv.Atoi(ra)
+	if err != nil || n < 1 || n > max {
+		t.Fatalf("Retry-After %q, want whole seconds 1..%d", ra, max)
+	}
+	return n
+}
+
+// metric reads one sample of the sidecar's /metrics (0 when absent).
+func (s *stack) metric(t *testing.T, sample string) int {
+	t.Helper()
+	var n int
+	s.scanMetrics(t, func(name string, v int) {
+		if name == sample {
+			n = v
+		}
+	})
+	return n
+}
+
+// verifyTotal is the sum of keygate_verify_total over every code: how many
+// keys the sidecar verified.
+func (s *stack) verifyTotal(t *testing.T) int {
+	t.Helper()
+	var n int
+	s.scanMetrics(t, func(name string, v int) {
+		if strings.HasPrefix(name, "keygate_verify_total{") {
+			n += v
+		}
+	})
+	return n
+}
+
+func (s *stack) scanMetrics(t *testing.T, each func(name string, v int)) {
+	t.Helper()
+	res, err := http.Get(s.sidecarURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(res.Body)
+	sc := bufio.NewScanner(&buf)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.Atoi(val)
+		if err != nil {
+			continue
+		}
+		each(name, v)
+	}
+	if res.StatusCode != 200 {
+		t.Fatal(fmt.Errorf("GET /metrics: %d", res.StatusCode))
+	}
+}

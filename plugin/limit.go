@@ -1,0 +1,138 @@
+package plugin
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/internal/limiter"
+)
+
+// MaxFailureKeys bounds what each failed-verification limiter tracks
+// (client IPs or API key ids; about 250 bytes each): an attacker rotating
+// addresses evicts the least recently failed ones instead of growing memory.
+const MaxFailureKeys = 1 << 14
+
+// Limiter kinds: one limiter per kind and settings, shared process-wide.
+const (
+	limManageIP   = "manage-ip"   // 4010 by client IP
+	limEnforceIP  = "enforce-ip"  // 4012 by client IP
+	limEnforceKey = "enforce-key" // 4033/4034/4035 by route policy + apiKeyId
+)
+
+// limiterRegistry holds the failed-verification limiters of the process,
+// keyed by kind and settings: every instance (route) with the same limiter
+// settings shares them, so a client blocked on one route is blocked on the
+// others, and a config change (a new instance) keeps what was counted. The
+// registry grows only with the number of distinct settings in the config.
+var limiterRegistry sync.Map // string → *limiter.Limiter
+
+// failureLimiter returns the shared limiter of kind for s; nil when the
+// limiter is off (failure_limit_per_minute 0).
+func failureLimiter(kind string, s *settings) *limiter.Limiter {
+	if s.failurePerMin == 0 {
+		return nil
+	}
+	k := fmt.Sprintf("%s|%d|%d|%s", kind, s.failurePerMin, s.failureBurst, s.limiterNS)
+	if l, ok := limiterRegistry.Load(k); ok {
+		return l.(*limiter.Limiter)
+	}
+	l, _ := limiterRegistry.LoadOrStore(k, limiter.New(s.failurePerMin, s.failureBurst, MaxFailureKeys))
+	return l.(*limiter.Limiter)
+}
+
+// clientIP asks Kong for the client IP (kong.client.get_forwarded_ip) at
+// most once per request. ok is false when Kong did not give an address.
+func (r *call) clientIP() (netip.Addr, bool) {
+	if !r.ipAsked {
+		r.ipAsked = true
+		raw, err := r.k.forwardedIP()
+		if err != nil {
+			logger().Error("keygate: kong.client.get_forwarded_ip failed", "err", err.Error(), "request_id", r.reqID)
+			return netip.Addr{}, false
+		}
+		ip, err := netip.ParseAddr(raw)
+		if err != nil {
+			logger().Warn("keygate: kong.client.get_forwarded_ip is not an address", "request_id", r.reqID)
+			return netip.Addr{}, false
+		}
+		r.ip, r.ipOK = ip.Unmap().WithZone(""), true
+	}
+	return r.ip, r.ipOK
+}
+
+// ipLimitKey is the limiter key of a client address: the address, or the
+// /64 of an IPv6 address (one subscriber's usual allocation, so rotating
+// addresses inside it does not escape the limiter).
+func ipLimitKey(ip netip.Addr) string {
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+// ipBlocked answers 429/4290 and reports true when the client IP is
+// blocked by lim. It asks Kong for the IP unless this request already did.
+func (r *call) ipBlocked(lim *limiter.Limiter) bool {
+	ip, ok := r.clientIP()
+	if !ok {
+		return false
+	}
+	key := ipLimitKey(ip)
+	ra, blocked := lim.Blocked(key, r.in.now())
+	if blocked {
+		logger().Debug("keygate: request rejected", "code", "4290", "reason", "client blocked by the failed-verification limiter",
+			"client", key, "request_id", r.reqID)
+		r.tooMany(ra)
+	}
+	return blocked
+}
+
+// ipFailed records a failure of the client IP with lim.
+func (r *call) ipFailed(lim *limiter.Limiter) {
+	ip, ok := r.clientIP()
+	if !ok {
+		return
+	}
+	key := ipLimitKey(ip)
+	if ra, blocked := lim.Fail(key, r.in.now()); blocked {
+		logger().Warn("keygate: client blocked by the failed-verification limiter", "client", key,
+			"retry_after_s", limiter.Seconds(ra), "role", r.in.role, "request_id", r.reqID)
+	}
+}
+
+// keyBlocked answers 429/4290 and reports true when the API key id is
+// blocked on this route's policy.
+func (r *call) keyBlocked(apiKeyID string) bool {
+	ra, blocked := r.in.keyFail.Blocked(r.in.keyLimitKey(apiKeyID), r.in.now())
+	if blocked {
+		logger().Debug("keygate: request rejected", "code", "4290", "reason", "API key blocked by the failed-verification limiter",
+			"api_key_id", apiKeyID, "request_id", r.reqID)
+		r.tooMany(ra)
+	}
+	return blocked
+}
+
+// keyFailed records a denial (4033/4034/4035) of the API key id.
+func (r *call) keyFailed(apiKeyID string) {
+	if ra, blocked := r.in.keyFail.Fail(r.in.keyLimitKey(apiKeyID), r.in.now()); blocked {
+		logger().Warn("keygate: API key blocked by the failed-verification limiter", "api_key_id", apiKeyID,
+			"retry_after_s", limiter.Seconds(ra), "request_id", r.reqID)
+	}
+}
+
+// keyLimitKey scopes a key id's denials to the route policy (required
+// scopes and modes) that denied it: a client calling a route its key lacks
+// the scope for is throttled there, not on the routes its key may use.
+func (in *instance) keyLimitKey(apiKeyID string) string { return in.policyID + apiKeyID }
+
+// tooMany answers 429/4290 with Retry-After in whole seconds.
+func (r *call) tooMany(retryAfter time.Duration) {
+	r.rejectWith(envelope.TooManyRequests, map[string][]string{
+		"Retry-After": {strconv.Itoa(limiter.Seconds(retryAfter))},
+	})
+}

@@ -6,7 +6,7 @@
 // rejection, revokes it, and stops everything it started.
 //
 //	go run ./examples/demo            (make demo)
-//	go run ./examples/demo -keep      (leave the stack running; Ctrl-C stops it)
+//	go run ./examples/demo -keep      (leave the stack running and print the owner console URL; Ctrl-C stops it)
 package main
 
 import (
@@ -20,6 +20,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -124,9 +125,10 @@ func newStack(repo string) (s *stack, err error) {
 		return nil, err
 	}
 	s = &stack{dir: dir}
+	started := s // s is nil when an error is returned
 	defer func() {
 		if err != nil {
-			s.stop()
+			started.stop()
 		}
 	}()
 	for _, pkg := range []string{"./cmd/keygate", "./cmd/keygate-sidecar", "./cmd/kongemu", "./examples/upstream"} {
@@ -271,12 +273,23 @@ func run(repo string, keep bool) error {
 			return err
 		}
 		fmt.Printf("\nThe stack is running (gateway %s, logs in %s). Ctrl-C stops it.\n", s.gateway, s.dir)
+		fmt.Printf("\nOwner console, as Alice from the PARTNER portal (token valid 1 h; the part after # never leaves the browser,\nand the page removes it from the address bar at once):\n   %s\n", consoleURL(s.gateway, mintJWT("alice", workspace, "OWNER")))
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		<-ctx.Done()
 	}
 	step("Stopping everything")
 	return nil
+}
+
+// consoleURL opens the owner console through the gateway and hands it the
+// owner's token, the workspace and the portal access code in the URL
+// fragment, which browsers do not send to the server; the page reads it
+// once and removes it from the URL. portal=PARTNER tells the page that this
+// portal may create TEST keys.
+func consoleURL(gateway, ownerJWT string) string {
+	f := url.Values{"token": {ownerJWT}, "workspace": {workspace}, "portalCode": {partnerCode}, "portal": {"PARTNER"}}
+	return gateway + "/console/#" + f.Encode()
 }
 
 func step(s string) { fmt.Printf("\n▶ %s\n", s) }

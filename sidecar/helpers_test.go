@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/keygate/keygate/api"
 	"github.com/keygate/keygate/internal/envelope"
 	"github.com/keygate/keygate/internal/identity"
 	"github.com/keygate/keygate/sidecar"
@@ -124,6 +131,9 @@ func (h *harness) do(method, path, auth string, body string, hdr ...string) resp
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	r := resp{status: res.StatusCode, header: res.Header, raw: raw}
+	if err := checkOpenAPI(req, res, raw); err != nil {
+		h.t.Fatalf("%s %s: response %d does not match api/openapi.yaml: %v\nbody: %.2000s", method, path, res.StatusCode, err, raw)
+	}
 	if strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(raw, &r.env); err != nil {
 			h.t.Fatalf("%s %s: body is not an envelope: %s", method, path, raw)
@@ -217,3 +227,79 @@ func owner(t *testing.T, ws, portal string, test bool) string {
 }
 
 var _ = store.ActionCreated
+
+// contract is api/openapi.yaml, loaded and validated once for every test.
+var contract = sync.OnceValues(func() (*openapiContract, error) {
+	for _, ct := range []string{"text/html", "text/javascript", "text/css"} { // the console's files
+		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.PlainBodyDecoder)
+	}
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(api.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		return nil, fmt.Errorf("validate: %w", err)
+	}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	return &openapiContract{doc: doc, router: router}, nil
+})
+
+type openapiContract struct {
+	doc    *openapi3.T
+	router routers.Router
+}
+
+// unknownPaths are the paths the tests request on purpose to get 404/4040 for
+// a route the API does not have; they are the only requests with no
+// operation in the document. Their answer must still be an error envelope.
+var unknownPaths = map[string]bool{
+	"/nope":                         true,
+	"/web/v1/workspaces/ws_a/other": true,
+}
+
+// checkOpenAPI validates one response against the operation of its request
+// in api/openapi.yaml: status documented, headers, content type and body
+// schema. A method the path does not have is checked against another
+// operation of the same path, where 405 is documented.
+func checkOpenAPI(req *http.Request, res *http.Response, raw []byte) error {
+	c, err := contract()
+	if err != nil {
+		return err
+	}
+	route, params, err := c.router.FindRoute(req)
+	if errors.Is(err, routers.ErrMethodNotAllowed) && res.StatusCode == http.StatusMethodNotAllowed {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+			alt := req.Clone(context.Background())
+			alt.Method = m
+			if route, params, err = c.router.FindRoute(alt); err == nil {
+				req = alt
+				break
+			}
+		}
+	}
+	if errors.Is(err, routers.ErrPathNotFound) && unknownPaths[req.URL.Path] {
+		if res.StatusCode != http.StatusNotFound {
+			return fmt.Errorf("unknown path answered %d, want 404", res.StatusCode)
+		}
+		var body any
+		if err := json.Unmarshal(raw, &body); err != nil {
+			return err
+		}
+		return c.doc.Components.Schemas["ErrorEnvelope"].Value.VisitJSON(body, openapi3.EnableJSONSchema2020())
+	}
+	if err != nil {
+		return fmt.Errorf("no operation for %s %s: %w", req.Method, req.URL.Path, err)
+	}
+	opts := &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}
+	return openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts},
+		Status:                 res.StatusCode,
+		Header:                 res.Header,
+		Body:                   io.NopCloser(bytes.NewReader(raw)),
+		Options:                opts,
+	})
+}

@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keygate/keygate/api"
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/internal/envelope"
 	"github.com/keygate/keygate/store"
@@ -45,6 +46,9 @@ type Config struct {
 	// DBPath is the bbolt file (default ./data/keygate.db), used when Store
 	// is nil.
 	DBPath string
+	// StoreURL, when set (postgres://…), selects the PostgreSQL backend
+	// instead of bbolt; used when Store is nil.
+	StoreURL string
 	// Store, when set, is used instead of opening DBPath; Run closes it.
 	Store store.Store
 	// Scopes, when non-nil, is the catalog of allowed scope codes.
@@ -57,6 +61,13 @@ type Config struct {
 	Bolt store.BoltOptions
 	// ShutdownTimeout bounds draining on stop (default 10 s).
 	ShutdownTimeout time.Duration
+	// ReadTimeout bounds reading one request, headers and body (default
+	// 10 s): a slow-loris client is cut off. WriteTimeout bounds writing a
+	// response (default 10 s); IdleTimeout a keep-alive connection between
+	// requests (default 120 s). MaxConns caps open connections (default
+	// 16384); MaxHeaderBytes the request line and headers (default 16 KiB).
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	MaxConns, MaxHeaderBytes               int
 	// UsageFlushInterval is how often lastUsedAt is written (default 30 s).
 	UsageFlushInterval time.Duration
 	Logger             *slog.Logger
@@ -88,6 +99,13 @@ func LoadScopes(path string) (map[string]bool, error) {
 	return out, nil
 }
 
+// invalidationSource is a store shared with other sidecars (PostgreSQL): it
+// calls invalidate whenever cached lookups may be stale, so that a key
+// revoked or rolled through any sidecar is rejected by this one within 1 s.
+type invalidationSource interface {
+	Subscribe(ctx context.Context, invalidate func())
+}
+
 // Server is a running sidecar.
 type Server struct {
 	cfg     Config
@@ -110,6 +128,21 @@ func (c *Config) defaults() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 16 << 10
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 16 << 10
 	}
 	if c.UsageFlushInterval <= 0 {
 		c.UsageFlushInterval = 30 * time.Second
@@ -136,7 +169,14 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1)}
 	st := cfg.Store
-	if st == nil {
+	switch {
+	case st == nil && cfg.StoreURL != "":
+		pg, err := store.OpenPostgres(context.Background(), cfg.StoreURL, store.PostgresOptions{Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		st = pg
+	case st == nil:
 		b, err := store.OpenBolt(cfg.DBPath, cfg.Bolt)
 		if err != nil {
 			return nil, err
@@ -147,6 +187,9 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	if src, ok := st.(invalidationSource); ok {
+		src.Subscribe(context.Background(), cached.Invalidate) // runs until the store is closed
 	}
 	s.store = cached
 	ln, err := listen(cfg.Listen)
@@ -164,11 +207,11 @@ func Start(cfg Config) (*Server, error) {
 		// MaxBodySize is a clean 413 envelope rather than a reset; larger
 		// ones get the same answer from handleError and a closed connection.
 		MaxRequestBodySize:            16 * MaxBodySize,
-		ReadBufferSize:                16 << 10,
-		ReadTimeout:                   10 * time.Second,
-		WriteTimeout:                  10 * time.Second,
-		IdleTimeout:                   120 * time.Second,
-		Concurrency:                   16 << 10,
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		ReadTimeout:                   cfg.ReadTimeout,
+		WriteTimeout:                  cfg.WriteTimeout,
+		IdleTimeout:                   cfg.IdleTimeout,
+		Concurrency:                   cfg.MaxConns,
 		DisableHeaderNamesNormalizing: false,
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
@@ -290,7 +333,7 @@ func storeCode(err error) envelope.Code {
 		return envelope.NotFound
 	case errors.Is(err, store.ErrFull):
 		return envelope.StorageFull
-	case errors.Is(err, store.ErrClosed):
+	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrUnavailable):
 		return envelope.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return envelope.Timeout
@@ -349,6 +392,19 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case "/metrics":
 		ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 		s.metrics.write(ctx)
+		return
+	case "/openapi.yaml":
+		if !ctx.IsGet() && !ctx.IsHead() {
+			methodNotAllowed(ctx, rid, "GET, HEAD")
+			return
+		}
+		ctx.Response.Header.SetContentType("application/yaml")
+		ctx.Response.Header.Set("X-Request-Id", rid)
+		ctx.SetBody(api.Spec)
+		return
+	}
+	if path == "/console" || strings.HasPrefix(path, "/console/") {
+		serveConsole(ctx, rid, path) // the owner console, sidecar/console.go
 		return
 	}
 	if rest, ok := strings.CutPrefix(path, "/web/v1/workspaces/"); ok {

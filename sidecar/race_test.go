@@ -1,0 +1,81 @@
+package sidecar_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Revoke racing verify: many goroutines verify in a loop while the key is
+// revoked. No verification that started after the revoke returned may be
+// allowed — the sidecar's cache is invalidated before the revoke answers,
+// so its bound is zero (the plugin's cache adds at most cache_ttl_ms).
+func TestRevokeRacingVerify(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	for round := range 5 {
+		k := h.create("ws_race", `{"name":"raced","scopes":["a:b"]}`)
+		body := fmt.Sprintf(`{"key":%q,"requiredScopes":["a:b"]}`, k.Secret)
+		var revokedAt atomic.Int64 // UnixNano when the revoke returned; 0 before
+		var lateAllows, allows atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				client := &http.Client{Timeout: 5 * time.Second}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					startedAfter := revokedAt.Load() != 0
+					req, _ := http.NewRequest("POST", h.base+"/internal/v1/verify", strings.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+string(gwSecret))
+					res, err := client.Do(req)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					raw, _ := io.ReadAll(res.Body)
+					res.Body.Close()
+					var env struct {
+						Data struct {
+							Allow bool `json:"allow"`
+						} `json:"data"`
+					}
+					json.Unmarshal(raw, &env)
+					if env.Data.Allow {
+						allows.Add(1)
+						if startedAfter {
+							lateAllows.Add(1)
+						}
+					}
+				}
+			}()
+		}
+		time.Sleep(100 * time.Millisecond)
+		r := h.do("DELETE", "/web/v1/workspaces/ws_race/api-keys/"+k.APIKeyID, "admin", "")
+		revokedAt.Store(time.Now().UnixNano())
+		if r.status != 200 {
+			t.Fatalf("revoke: %s", r.raw)
+		}
+		time.Sleep(200 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		if allows.Load() == 0 {
+			t.Fatalf("round %d: no verification was allowed before the revoke: the race was not exercised", round)
+		}
+		if n := lateAllows.Load(); n != 0 {
+			t.Fatalf("round %d: %d verifications started after the revoke returned were allowed", round, n)
+		}
+	}
+}

@@ -1,8 +1,12 @@
 // Command keygate-sidecar serves keygate's key-management and verify APIs.
 //
-//	keygate-sidecar [--listen ADDR] [--db PATH] [--scopes-file F]
+//	keygate-sidecar [--listen ADDR] [--db PATH | --store postgres://…] [--scopes-file F]
 //	                [--gateway-secret-file F] [--admin-token-file F] [--version]
 //
+// The key store is an embedded bbolt file (--db, the default) or, for
+// several sidecars sharing keys, PostgreSQL (--store; docs/SEVERAL-NODES.md).
+// The database password may come from PGPASSWORD or ~/.pgpass rather than
+// the URL, which other users can see in the process list.
 // Secrets come from KEYGATE_GATEWAY_SECRET (required) and
 // KEYGATE_ADMIN_TOKEN (optional), or from the named files.
 package main
@@ -34,6 +38,7 @@ func main() {
 func run() error {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on: host:port or unix:/path.sock")
 	db := flag.String("db", "./data/keygate.db", "bbolt database file (its directory is created)")
+	storeURL := flag.String("store", "", "PostgreSQL URL (postgres://user@host:5432/db) shared by several sidecars, instead of --db")
 	scopesFile := flag.String("scopes-file", "", "optional scope catalog, one scope code a line")
 	gwFile := flag.String("gateway-secret-file", "", "file holding the gateway secret (else KEYGATE_GATEWAY_SECRET)")
 	adminFile := flag.String("admin-token-file", "", "file holding the admin token (else KEYGATE_ADMIN_TOKEN; admin API off without it)")
@@ -42,6 +47,9 @@ func run() error {
 	if *showVersion {
 		fmt.Println("keygate-sidecar", version)
 		return nil
+	}
+	if *storeURL != "" && !strings.HasPrefix(*storeURL, "postgres://") && !strings.HasPrefix(*storeURL, "postgresql://") {
+		return errors.New("--store must be a postgres:// or postgresql:// URL")
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	gw, err := secret(*gwFile, "KEYGATE_GATEWAY_SECRET")
@@ -55,7 +63,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cfg := sidecar.Config{Listen: *listen, DBPath: *db, GatewaySecret: gw, AdminToken: admin, Logger: log}
+	cfg := sidecar.Config{Listen: *listen, DBPath: *db, StoreURL: *storeURL, GatewaySecret: gw, AdminToken: admin, Logger: log}
 	if *scopesFile != "" {
 		if cfg.Scopes, err = sidecar.LoadScopes(*scopesFile); err != nil {
 			return err

@@ -1,0 +1,591 @@
+package store_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/keygate/keygate/internal/apikey"
+	"github.com/keygate/keygate/store"
+	"github.com/keygate/keygate/store/storetest"
+)
+
+// pgAdminURL is the database the tests create their own databases from
+// (KEYGATE_TEST_POSTGRES, set by .ci/run; its role needs CREATEDB). Unset,
+// the tests skip, except under CI where they fail.
+func pgAdminURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("KEYGATE_TEST_POSTGRES")
+	if u == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("KEYGATE_TEST_POSTGRES is not set under CI: .ci/run must start PostgreSQL")
+		}
+		t.Skip("KEYGATE_TEST_POSTGRES not set")
+	}
+	return u
+}
+
+// freshDB creates an empty database for one test, dropped at its end, and
+// returns its URL.
+func freshDB(t testing.TB) string {
+	t.Helper()
+	admin := pgAdminURL(t)
+	var b [6]byte
+	rand.Read(b[:])
+	name := "keygate_test_" + hex.EncodeToString(b[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("connect to KEYGATE_TEST_POSTGRES: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if conn, err := pgx.Connect(ctx, admin); err == nil {
+			conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			conn.Close(ctx)
+		}
+	})
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func openPostgres(t testing.TB, dsn string) *store.Postgres {
+	t.Helper()
+	p, err := store.OpenPostgres(context.Background(), dsn, store.PostgresOptions{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPostgresConformance(t *testing.T) {
+	t.Parallel()
+	pgAdminURL(t)
+	storetest.Exercise(t, func(t *testing.T) store.Store { return openPostgres(t, freshDB(t)) })
+}
+
+func TestPostgresCachedConformance(t *testing.T) {
+	t.Parallel()
+	pgAdminURL(t)
+	storetest.Exercise(t, func(t *testing.T) store.Store {
+		c, err := store.NewCached(openPostgres(t, freshDB(t)), store.CacheOptions{NumCounters: 1000, MaxCost: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	})
+}
+
+// Several sidecars starting at once on an empty database: every one opens,
+// each migration is applied exactly once.
+func TestPostgresConcurrentMigration(t *testing.T) {
+	t.Parallel()
+	dsn := freshDB(t)
+	const openers = 8
+	var wg sync.WaitGroup
+	stores := make([]*store.Postgres, openers)
+	errs := make([]error, openers)
+	for i := range openers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = store.OpenPostgres(context.Background(), dsn, store.PostgresOptions{Logger: quiet})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("opener %d: %v", i, err)
+		}
+		defer stores[i].Close()
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n, distinct int
+	if err := conn.QueryRow(ctx, "SELECT count(*), count(DISTINCT version) FROM schema_migrations").Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != distinct || n == 0 {
+		t.Fatalf("schema_migrations: %d rows, %d versions", n, distinct)
+	}
+	// Every opener works on the one schema.
+	k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "n", Scopes: []string{}, IPWhitelist: []string{}, CreatedAt: time.Now().Unix()}
+	h := apikey.Hash(apikey.NewSecret(apikey.Live).Reveal())
+	if err := stores[0].Create(ctx, k, h, store.Event{EventID: "e" + k.ID, Action: store.ActionCreated}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stores[openers-1].Lookup(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	// Opening again changes nothing.
+	again := openPostgres(t, dsn)
+	again.Close()
+	var n2 int
+	conn.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n2)
+	if n2 != n {
+		t.Fatalf("reopen applied migrations again: %d → %d", n, n2)
+	}
+}
+
+// Only hashes are at rest, and what is stored round-trips exactly.
+func TestPostgresStoresOnlyHashes(t *testing.T) {
+	t.Parallel()
+	dsn := freshDB(t)
+	p := openPostgres(t, dsn)
+	defer p.Close()
+	ctx := context.Background()
+	secret := apikey.NewSecret(apikey.Live).Reveal()
+	k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "n", Mode: apikey.Test,
+		Scopes: []string{"a:b"}, IPWhitelist: []string{"10.0.0.0/8", "::1"}, CreatedAt: 1_700_000_000, ExpiresAt: 1_900_000_000, SecretHint: "sk_live_…abcd"}
+	if err := p.Create(ctx, k, apikey.Hash(secret), store.Event{EventID: "e1", Action: store.ActionCreated, Actor: store.Actor{Admin: true}}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var dump string
+	if err := conn.QueryRow(ctx, `SELECT (SELECT string_agg(k::text, '|') FROM keys k) || (SELECT string_agg(s::text, '|') FROM secrets s) || (SELECT string_agg(e::text, '|') FROM events e)`).Scan(&dump); err != nil {
+		t.Fatal(err)
+	}
+	if contains(dump, secret[8:]) || contains(dump, hex.EncodeToString([]byte(secret[8:]))) {
+		t.Fatal("secret material at rest")
+	}
+	got, err := p.Get(ctx, "ws", k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Mode != apikey.Test || got.CreatedAt != k.CreatedAt || got.ExpiresAt != k.ExpiresAt || got.SecretHint != k.SecretHint ||
+		len(got.IPWhitelist) != 2 || got.IPWhitelist[1] != "::1" || len(got.Secrets) != 1 || got.Secrets[0].Hash != apikey.Hash(secret) {
+		t.Fatalf("round trip: %+v", got)
+	}
+	evs, _, _ := p.Events(ctx, "ws", k.ID, store.Page{Limit: 5})
+	if len(evs) != 1 || !evs[0].Actor.Admin || evs[0].At != k.CreatedAt {
+		t.Fatalf("event: %+v", evs)
+	}
+}
+
+// Roll windows exactly as bbolt: earlier secrets keep the smaller window,
+// and the secrets list of the key says so.
+func TestPostgresRollWindowsMatchBolt(t *testing.T) {
+	t.Parallel()
+	pgAdminURL(t)
+	pg := openPostgres(t, freshDB(t))
+	defer pg.Close()
+	bb := openBolt(t)
+	defer bb.Close()
+	ctx := context.Background()
+	now := time.Now().Unix()
+	for _, s := range []store.Store{pg, bb} {
+		k := &store.Key{ID: "sk_live_0000000000000a", WorkspaceID: "ws", Name: "n", Scopes: []string{}, IPWhitelist: []string{}, CreatedAt: now}
+		if err := s.Create(ctx, k, apikey.Hash("s0"), store.Event{EventID: "c", Action: store.ActionCreated}); err != nil {
+			t.Fatal(err)
+		}
+		steps := []struct{ secret, until int64 }{{1, now + 100}, {2, now + 50}, {3, now + 500}}
+		for _, st := range steps {
+			if _, err := s.Roll(ctx, "ws", k.ID, apikey.Hash(string(rune('0'+st.secret))), "h", now, st.until, store.Event{EventID: "r", Action: store.ActionRolled}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A roll whose new hash is one of the key's own secrets conflicts.
+		if _, err := s.Roll(ctx, "ws", k.ID, apikey.Hash("s0"), "h", now, now, store.Event{EventID: "r", Action: store.ActionRolled}); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("%T roll to own secret: %v", s, err)
+		}
+	}
+	a, _ := pg.Get(ctx, "ws", "sk_live_0000000000000a")
+	b, _ := bb.Get(ctx, "ws", "sk_live_0000000000000a")
+	if len(a.Secrets) != len(b.Secrets) {
+		t.Fatalf("secrets: pg %+v bolt %+v", a.Secrets, b.Secrets)
+	}
+	for i := range a.Secrets {
+		if a.Secrets[i] != b.Secrets[i] {
+			t.Fatalf("secret %d: pg %+v bolt %+v", i, a.Secrets[i], b.Secrets[i])
+		}
+	}
+	for _, sec := range []string{"s0", "1", "2", "3"} {
+		fa, ea := pg.Lookup(ctx, apikey.Hash(sec))
+		fb, eb := bb.Lookup(ctx, apikey.Hash(sec))
+		if (ea == nil) != (eb == nil) || errors.Is(ea, store.ErrNotFound) != errors.Is(eb, store.ErrNotFound) || fa != nil && fa.ExpiresAt != fb.ExpiresAt {
+			t.Fatalf("lookup %s: pg %+v %v bolt %+v %v", sec, fa, ea, fb, eb)
+		}
+	}
+}
+
+// Two stores on one database: a revoke through one invalidates the other's
+// cache through LISTEN/NOTIFY, well within the 1 s bound.
+func TestPostgresNotifyInvalidates(t *testing.T) {
+	t.Parallel()
+	dsn := freshDB(t)
+	a := openPostgres(t, dsn)
+	defer a.Close()
+	b := openPostgres(t, dsn)
+	cb, err := store.NewCached(b, store.CacheOptions{NumCounters: 1000, MaxCost: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	var calls atomic.Int64
+	subscribed := make(chan struct{}, 1)
+	b.Subscribe(context.Background(), func() {
+		calls.Add(1)
+		cb.Invalidate()
+		select {
+		case subscribed <- struct{}{}:
+		default:
+		}
+	})
+	<-subscribed // the call after connecting
+	ctx := context.Background()
+	secret := apikey.NewSecret(apikey.Live).Reveal()
+	k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "n", Scopes: []string{}, IPWhitelist: []string{}, CreatedAt: time.Now().Unix()}
+	if err := a.Create(ctx, k, apikey.Hash(secret), store.Event{EventID: "c", Action: store.ActionCreated}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := cb.Lookup(ctx, apikey.Hash(secret)); err != nil || f.Revoked {
+		t.Fatalf("lookup on b: %+v %v", f, err)
+	}
+	cb.Wait()
+	before := calls.Load()
+	revoked := time.Now()
+	if _, err := a.Revoke(ctx, "ws", k.ID, revoked.Unix(), store.Event{EventID: "r", Action: store.ActionRevoked}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := cb.Lookup(ctx, apikey.Hash(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Revoked {
+			break
+		}
+		if time.Since(revoked) > time.Second {
+			t.Fatal("revoked key still served from b's cache after 1 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("b saw the revoke after %s (%d invalidations)", time.Since(revoked), calls.Load()-before)
+	// In steady state the watchdog stays quiet: only notifications invalidate.
+	n := calls.Load()
+	time.Sleep(time.Second)
+	if extra := calls.Load() - n; extra > 1 {
+		t.Errorf("%d spurious invalidations in 1 s with a healthy listener", extra)
+	}
+}
+
+// A listener whose connection is killed re-subscribes and invalidates; one
+// that cannot prove it is current invalidates on its own within the lease.
+func TestPostgresListenerLostConnection(t *testing.T) {
+	t.Parallel()
+	dsn := freshDB(t)
+	p := openPostgres(t, dsn)
+	defer p.Close()
+	var calls atomic.Int64
+	p.Subscribe(context.Background(), func() { calls.Add(1) })
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	listeners := func() int {
+		var n int
+		conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN `+store.NotifyChannel+`'`).Scan(&n)
+		return n
+	}
+	waitFor("the LISTEN connection", func() bool { return listeners() == 1 })
+	n := calls.Load()
+	var killed int
+	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name LIKE '% listen pid=%'`).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminate listener: %d %v", killed, err)
+	}
+	waitFor("a re-subscription", func() bool { return calls.Load() > n && listeners() == 1 })
+}
+
+func TestPostgresClosedAndUnavailable(t *testing.T) {
+	t.Parallel()
+	pgAdminURL(t)
+	// Nothing listens on port 1: opening fails fast and says why.
+	start := time.Now()
+	_, err := store.OpenPostgres(context.Background(), "postgres://u:secretpw@127.0.0.1:1/db?connect_timeout=1", store.PostgresOptions{Logger: quiet})
+	if !errors.Is(err, store.ErrUnavailable) || contains(err.Error(), "secretpw") {
+		t.Fatalf("open unreachable: %v", err)
+	}
+	if time.Since(start) > 3*time.Second {
+		t.Fatalf("open unreachable took %s", time.Since(start))
+	}
+	p := openPostgres(t, freshDB(t))
+	if err := p.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if err := p.Ready(context.Background()); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("ready after close: %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+}
+
+// pgProxy is a TCP proxy in front of PostgreSQL that a test can partition
+// (hold every byte, connections stay open) or take down (close every
+// connection, refuse new ones).
+type pgProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	frozen bool
+	down   bool
+	conns  map[net.Conn]bool
+}
+
+func newPGProxy(t testing.TB, dsn string) (*pgProxy, string) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pgProxy{ln: ln, target: u.Host, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { ln.Close(); p.setDown(true) })
+	go p.serve()
+	u.Host = ln.Addr().String()
+	return p, u.String()
+}
+
+func (p *pgProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c] = true
+		p.mu.Unlock()
+		go func() {
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				return
+			}
+			p.mu.Lock()
+			p.conns[s] = true
+			p.mu.Unlock()
+			go p.pipe(s, c)
+			p.pipe(c, s)
+		}()
+	}
+}
+
+func (p *pgProxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		for {
+			p.mu.Lock()
+			frozen, down := p.frozen, p.down
+			p.mu.Unlock()
+			if down {
+				return
+			}
+			if !frozen {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func (p *pgProxy) setFrozen(v bool) {
+	p.mu.Lock()
+	p.frozen = v
+	p.mu.Unlock()
+}
+
+func (p *pgProxy) setDown(v bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = v
+	if v {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+// The revocation bound when this node cannot hear PostgreSQL: a silent
+// partition (no error, no notification) and then the database going down.
+// A key revoked elsewhere is served from this node's cache for less than
+// 1 s, then lookups fail closed; both heal by themselves.
+func TestPostgresBoundWhenDatabaseUnreachable(t *testing.T) {
+	t.Parallel()
+	dsn := freshDB(t)
+	a := openPostgres(t, dsn)
+	defer a.Close()
+	proxy, viaProxy := newPGProxy(t, dsn)
+	b, err := store.OpenPostgres(context.Background(), viaProxy, store.PostgresOptions{OpTimeout: 300 * time.Millisecond, ConnectTimeout: 300 * time.Millisecond, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := store.NewCached(b, store.CacheOptions{NumCounters: 1000, MaxCost: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	var invalidations atomic.Int64
+	b.Subscribe(context.Background(), func() {
+		invalidations.Add(1)
+		cb.Invalidate()
+	})
+	ctx := context.Background()
+	// settle waits until the listener is subscribed and its lease fresh: no
+	// invalidation for 400 ms.
+	settle := func() {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for n := invalidations.Load(); ; {
+			time.Sleep(400 * time.Millisecond)
+			m := invalidations.Load()
+			if m == n && m > 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("listener never settled")
+			}
+			n = m
+		}
+	}
+	newKey := func() ([32]byte, string) {
+		t.Helper()
+		settle()
+		secret := apikey.NewSecret(apikey.Live).Reveal()
+		k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "n", Scopes: []string{}, IPWhitelist: []string{}, CreatedAt: time.Now().Unix()}
+		if err := a.Create(ctx, k, apikey.Hash(secret), store.Event{EventID: "c" + k.ID, Action: store.ActionCreated}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cb.Lookup(ctx, apikey.Hash(secret)); err != nil {
+			t.Fatal(err)
+		}
+		cb.Wait()
+		return apikey.Hash(secret), k.ID
+	}
+	// servedFor revokes the key through a and reports how long b still
+	// allowed it.
+	servedFor := func(h [32]byte, id string) time.Duration {
+		t.Helper()
+		if f, err := cb.Lookup(ctx, h); err != nil || f.Revoked {
+			t.Fatalf("cached key before the revoke: %+v %v", f, err)
+		}
+		if _, err := a.Revoke(ctx, "ws", id, time.Now().Unix(), store.Event{EventID: "r" + id, Action: store.ActionRevoked}); err != nil {
+			t.Fatal(err)
+		}
+		revoked := time.Now()
+		var last time.Duration
+		for time.Since(revoked) < 1500*time.Millisecond {
+			f, err := cb.Lookup(ctx, h)
+			if err == nil && !f.Revoked {
+				last = time.Since(revoked)
+			} else if err != nil && !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("lookup: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if last > time.Second {
+			t.Fatalf("revoked key served %s after the revoke", last)
+		}
+		return last
+	}
+
+	h, id := newKey()
+	proxy.setFrozen(true)
+	t.Logf("partitioned: revoked key served for %s", servedFor(h, id))
+	if err := b.Ready(ctx); err == nil {
+		t.Error("ready while partitioned")
+	}
+	proxy.setFrozen(false)
+	waitRevoked := func(h [32]byte) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			f, err := cb.Lookup(ctx, h)
+			if err == nil && f.Revoked {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no recovery: %+v %v", f, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitRevoked(h)
+
+	h, id = newKey()
+	proxy.setDown(true)
+	t.Logf("database down: revoked key served for %s", servedFor(h, id))
+	if err := b.Ready(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("ready while down: %v", err)
+	}
+	k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "n", Scopes: []string{}, IPWhitelist: []string{}}
+	if err := b.Create(ctx, k, apikey.Hash("x"), store.Event{EventID: "c", Action: store.ActionCreated}); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("create while down: %v", err)
+	}
+	proxy.setDown(false)
+	waitRevoked(h)
+	if err := b.Ready(ctx); err != nil {
+		t.Errorf("ready after recovery: %v", err)
+	}
+}

@@ -4,7 +4,7 @@ BIN     ?= bin
 FUZZTIME ?= 10s
 PKGS    := ./...
 
-.PHONY: all build test race vet fmt lint fuzz fuzz-long bench run demo clean
+.PHONY: all build test race vet fmt lint fuzz fuzz-short fuzz-long bench run demo clean
 
 all: build
 
@@ -27,11 +27,20 @@ lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # Every fuzz target for FUZZTIME each (CI: short; `make fuzz FUZZTIME=5m` for long runs).
+# A crasher is written to the package's testdata/fuzz/ (commit it) and fails the run.
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
+
+# The short pass CI runs after `make test`: every fuzz target for 10 s (about 2 minutes).
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=10s
+
+# The long pass, by hand: every fuzz target for 5 minutes.
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=5m
 
 # In-process benchmarks (docs/BENCHMARKS.md); under 5 minutes.
 bench:
@@ -42,6 +51,13 @@ run: build
 	KEYGATE_GATEWAY_SECRET=$${KEYGATE_GATEWAY_SECRET:-dev-gateway-secret-change-me} \
 	KEYGATE_ADMIN_TOKEN=$${KEYGATE_ADMIN_TOKEN:-dev-admin-token-change-me} \
 	$(BIN)/keygate-sidecar --listen 127.0.0.1:8080 --db ./data/keygate.db
+
+# The 10-minute soak of docs/RELIABILITY.md (not in CI).
+soak:
+	KEYGATE_SOAK=$${KEYGATE_SOAK:-10m} $(GO) test -count=1 -timeout 30m -run TestSoak -v ./examples/demo
+
+demo:
+	$(GO) run ./examples/demo
 
 clean:
 	rm -rf $(BIN)

@@ -377,30 +377,13 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		s.handleVerify(ctx, rid)
 		return
-	case "/healthz":
-		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-		ctx.SetBodyString("ok\n")
-		return
-	case "/readyz":
-		if err := s.store.Ready(ctx); err != nil {
-			reply(ctx, rid, envelope.Unavailable, "", nil)
-			return
-		}
-		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-		ctx.SetBodyString("ready\n")
-		return
-	case "/metrics":
-		ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
-		s.metrics.write(ctx)
-		return
-	case "/openapi.yaml":
+	case "/healthz", "/readyz", "/metrics", "/openapi.yaml":
 		if !ctx.IsGet() && !ctx.IsHead() {
 			methodNotAllowed(ctx, rid, "GET, HEAD")
 			return
 		}
-		ctx.Response.Header.SetContentType("application/yaml")
 		ctx.Response.Header.Set("X-Request-Id", rid)
-		ctx.SetBody(api.Spec)
+		s.handleInfo(ctx, rid, path)
 		return
 	}
 	if path == "/console" || strings.HasPrefix(path, "/console/") {
@@ -413,6 +396,29 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	reply(ctx, rid, envelope.NotFound, "Not found", nil)
+}
+
+// handleInfo serves the operational endpoints: health, readiness, metrics
+// and the OpenAPI document.
+func (s *Server) handleInfo(ctx *fasthttp.RequestCtx, rid, path string) {
+	switch path {
+	case "/healthz":
+		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("ok\n")
+	case "/readyz":
+		if err := s.store.Ready(ctx); err != nil {
+			reply(ctx, rid, envelope.Unavailable, "", nil)
+			return
+		}
+		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("ready\n")
+	case "/metrics":
+		ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+		s.metrics.write(ctx)
+	case "/openapi.yaml":
+		ctx.Response.Header.SetContentType("application/yaml")
+		ctx.SetBody(api.Spec)
+	}
 }
 
 func methodNotAllowed(ctx *fasthttp.RequestCtx, rid, allow string) envelope.Code {

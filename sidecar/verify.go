@@ -53,17 +53,23 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 		return
 	}
 	d := apikey.Decide(facts, &r)
-	res := apikey.VerifyResult{Allow: d == apikey.Allow, DenyCode: d.Code()}
-	if d != apikey.DenyInvalid {
-		res.APIKeyID, res.WorkspaceID, res.Mode = facts.APIKeyID, facts.WorkspaceID, facts.Mode.String()
-		res.Scopes = facts.Scopes
-		res.IPWhitelist = make([]string, len(facts.IPWhitelist))
+	var data []byte
+	if d == apikey.DenyInvalid {
+		data, _ = json.Marshal(apikey.VerifyDenied{DenyCode: d.Code()})
+	} else {
+		res := apikey.VerifyResult{Allow: d == apikey.Allow, DenyCode: d.Code(),
+			APIKeyID: facts.APIKeyID, WorkspaceID: facts.WorkspaceID, Mode: facts.Mode.String(),
+			Scopes: facts.Scopes, IPWhitelist: make([]string, len(facts.IPWhitelist))}
+		if res.Scopes == nil {
+			res.Scopes = []string{}
+		}
 		for i, p := range facts.IPWhitelist {
 			res.IPWhitelist[i] = prefixString(p)
 		}
 		if facts.ExpiresAt != 0 {
 			res.ExpiresAt = rfc3339(facts.ExpiresAt)
 		}
+		data, _ = json.Marshal(res)
 	}
 	if d == apikey.Allow {
 		s.usage.used(facts.APIKeyID, r.Now)
@@ -71,7 +77,6 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 	} else {
 		s.metrics.countVerify(envelope.Code(d.Code()))
 	}
-	data, _ := json.Marshal(res)
 	reply(ctx, rid, envelope.OK, "", data)
 }
 

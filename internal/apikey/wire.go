@@ -14,14 +14,22 @@ type VerifyRequest struct {
 }
 
 // VerifyResult is the data of the verify answer. Key facts are present only
-// when the key is known and valid (DenyCode is not 4012).
+// when the key is known and valid (DenyCode is not 4012); then scopes and
+// ipWhitelist are always arrays, possibly empty.
 type VerifyResult struct {
 	Allow       bool     `json:"allow"`
 	DenyCode    string   `json:"denyCode"`
 	APIKeyID    string   `json:"apiKeyId,omitempty"`
 	WorkspaceID string   `json:"workspaceId,omitempty"`
 	Mode        string   `json:"mode,omitempty"`
-	Scopes      []string `json:"scopes,omitempty"`
-	IPWhitelist []string `json:"ipWhitelist,omitempty"`
+	Scopes      []string `json:"scopes"`
+	IPWhitelist []string `json:"ipWhitelist"`
 	ExpiresAt   string   `json:"expiresAt,omitempty"` // RFC 3339; for this secret
+}
+
+// VerifyDenied is the data of a verify answer for a key that is unknown,
+// malformed, revoked or expired: no facts at all.
+type VerifyDenied struct {
+	Allow    bool   `json:"allow"`
+	DenyCode string `json:"denyCode"`
 }

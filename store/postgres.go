@@ -1,7 +1,69 @@
 package store
 
-// PostgreSQL backend: several sidecars (one per Kong node, or a few shared)
-// on one database.
+import (
+	"context"
+	"embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/keygate/keygate/internal/apikey"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+const (
+	// NotifyChannel is the LISTEN/NOTIFY channel of invalidations; the
+	// payload is the key id.
+	NotifyChannel = "keygate_invalidate"
+	// migrationLock is the pg_advisory_xact_lock key serializing migrations
+	// ("keygate" in ASCII).
+	migrationLock = int64(0x6b657967617465)
+
+	pingInterval = 200 * time.Millisecond
+	pingTimeout  = 300 * time.Millisecond
+	leaseTTL     = 600 * time.Millisecond
+	watchTick    = 100 * time.Millisecond
+	minBackoff   = 50 * time.Millisecond
+	maxBackoff   = 2 * time.Second
+)
+
+// PostgresOptions tune the PostgreSQL backend; zero values take the defaults.
+type PostgresOptions struct {
+	// OpTimeout bounds each call whose context has no deadline (default 5 s).
+	OpTimeout time.Duration
+	// ConnectTimeout bounds one connection attempt unless the URL sets
+	// connect_timeout (default 3 s).
+	ConnectTimeout time.Duration
+	// MaxConns is the pool size unless the URL sets pool_max_conns
+	// (default 16).
+	MaxConns int32
+	// ApplicationName tags the connections in pg_stat_activity unless the
+	// URL sets application_name (default keygate-sidecar); the LISTEN
+	// connection gets " listen pid=<pid>" appended.
+	ApplicationName string
+	Logger          *slog.Logger
+}
+
+// Postgres is the PostgreSQL backend: several sidecars (one per Kong node,
+// or a few shared) on one database.
 //
 // Semantics are those of Bolt, method for method (storetest.Exercise runs
 // against both): only SHA-256 hashes of secrets are stored; Create writes the
@@ -50,75 +112,6 @@ package store
 // schema_migrations: sidecars starting together apply each exactly once.
 // Migrations are additive; a database migrated further than this binary
 // knows is used as is.
-
-import (
-	"context"
-	"embed"
-	"encoding/binary"
-	"errors"
-	"fmt"
-	"io"
-	"io/fs"
-	"log/slog"
-	"math"
-	"math/rand/v2"
-	"net"
-	"os"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/keygate/keygate/internal/apikey"
-)
-
-// ErrUnavailable is returned when the backend cannot be reached (database
-// down, connection lost, too slow). The change, if any, was not made or its
-// outcome is unknown; the caller may retry.
-var ErrUnavailable = errors.New("store: unavailable")
-
-//go:embed migrations/*.sql
-var migrationFiles embed.FS
-
-const (
-	// NotifyChannel is the LISTEN/NOTIFY channel of invalidations; the
-	// payload is the key id.
-	NotifyChannel = "keygate_invalidate"
-	// migrationLock is the pg_advisory_xact_lock key serializing migrations
-	// ("keygate" in ASCII).
-	migrationLock = int64(0x6b657967617465)
-
-	pingInterval = 200 * time.Millisecond
-	pingTimeout  = 300 * time.Millisecond
-	leaseTTL     = 600 * time.Millisecond
-	watchTick    = 100 * time.Millisecond
-	minBackoff   = 50 * time.Millisecond
-	maxBackoff   = 2 * time.Second
-)
-
-// PostgresOptions tune the PostgreSQL backend; zero values take the defaults.
-type PostgresOptions struct {
-	// OpTimeout bounds each call whose context has no deadline (default 5 s).
-	OpTimeout time.Duration
-	// ConnectTimeout bounds one connection attempt unless the URL sets
-	// connect_timeout (default 3 s).
-	ConnectTimeout time.Duration
-	// MaxConns is the pool size unless the URL sets pool_max_conns
-	// (default 16).
-	MaxConns int32
-	// ApplicationName tags the connections in pg_stat_activity unless the
-	// URL sets application_name (default keygate-sidecar); the LISTEN
-	// connection gets " listen pid=<pid>" appended.
-	ApplicationName string
-	Logger          *slog.Logger
-}
-
-// Postgres is the PostgreSQL backend.
 type Postgres struct {
 	pool   *pgxpool.Pool
 	listen *pgconn.Config // template of the LISTEN connection

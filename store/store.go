@@ -35,6 +35,9 @@ var (
 	ErrConflict = errors.New("store: id already exists")
 	ErrRevoked  = errors.New("store: key is revoked")
 	ErrCursor   = errors.New("store: bad cursor")
+	// ErrUnavailable: the backend cannot be reached right now (a database
+	// server down or unreachable); the caller may retry later.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // Key is one stored key, without its secret.

@@ -384,3 +384,27 @@ func (p *pgProxy) setDown(v bool) {
 		clear(p.conns)
 	}
 }
+
+// A --store that cannot be used stops the sidecar at once with a clear
+// message and never prints the password.
+func TestStoreFlagRefusesToStart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, store, want string }{
+		{"not a postgres URL", "mysql://u:pw@127.0.0.1/db", "--store must be a postgres:// or postgresql:// URL"},
+		{"unreachable", "postgres://u:hunter2hunter2@127.0.0.1:1/db?connect_timeout=1", "open key store postgres://u@127.0.0.1:1/db"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(bin, "--listen", freeAddr(t), "--store", tc.store)
+			cmd.Env = append(os.Environ(), env...)
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.want) || strings.Contains(string(out), "hunter2") {
+				t.Fatalf("err %v, output %s", err, out)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("took %s to refuse", time.Since(start))
+			}
+		})
+	}
+}

@@ -80,3 +80,34 @@ func TestHeaderLimits(t *testing.T) {
 		t.Fatalf("healthz after abuse: %d", r.status)
 	}
 }
+
+// A path that normalization would turn into another route is not served:
+// the gateway matches routes on the raw path, so /console%2F..%2Fmetrics
+// must not become /metrics here.
+func TestNonCanonicalPathsNotServed(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	for _, p := range []string{
+		"/console%2F..%2Fmetrics", "/console/../metrics", "/console/%2e%2e/readyz", "//metrics",
+		"/console%2F..%2Fweb/v1/workspaces/ws/api-keys", "/web/v1/workspaces/ws/./api-keys", "/metrics%00",
+		"/console\\..\\metrics",
+	} {
+		conn, err := net.Dial("tcp", h.srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		conn.Write([]byte("GET " + p + " HTTP/1.1\r\nHost: s\r\nAuthorization: Bearer " + string(adminToken) + "\r\nConnection: close\r\n\r\n"))
+		raw, _ := io.ReadAll(conn)
+		conn.Close()
+		if !strings.HasPrefix(string(raw), "HTTP/1.1 404") && !strings.HasPrefix(string(raw), "HTTP/1.1 400") {
+			t.Fatalf("%s served: %.80q", p, raw)
+		}
+		if strings.Contains(string(raw), "keygate_verify_total") || strings.Contains(string(raw), "ready") {
+			t.Fatalf("%s reached an internal endpoint", p)
+		}
+	}
+	if r := h.do("GET", "/metrics", "", ""); r.status != 200 {
+		t.Fatalf("canonical path refused: %d", r.status)
+	}
+}

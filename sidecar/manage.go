@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -68,11 +69,16 @@ func (s *Server) handleManage(ctx *fasthttp.RequestCtx, rid, rest string) envelo
 		}
 		return s.replyErr(ctx, rid, badRequest("workspaceId must be 1-64 characters of A-Z a-z 0-9 . _ -"))
 	}
+	// Store calls get their own deadline rather than the request's context:
+	// fasthttp cancels that one as soon as a shutdown starts, and a drain
+	// must let in-flight writes finish.
+	sc, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
 	who, err := s.authenticate(ctx, ws)
 	if err != nil {
 		var ee *envelope.Error
 		if errors.As(err, &ee) && ee.Code == envelope.NotOwner {
-			s.recordDenied(ctx, rid, ws, who, ee.Code)
+			s.recordDenied(sc, rid, ws, who, ee.Code)
 		}
 		return s.replyErr(ctx, rid, err)
 	}
@@ -83,17 +89,17 @@ func (s *Server) handleManage(ctx *fasthttp.RequestCtx, rid, rest string) envelo
 	var code envelope.Code
 	switch {
 	case route == "keys" && method == "POST":
-		code, err = s.create(ctx, rid, ws, who)
+		code, err = s.create(ctx, sc, rid, ws, who)
 	case route == "keys":
-		code, err = s.list(ctx, rid, ws)
+		code, err = s.list(ctx, sc, rid, ws)
 	case route == "key" && method == "GET":
-		code, err = s.get(ctx, rid, ws, id)
+		code, err = s.get(ctx, sc, rid, ws, id)
 	case route == "key":
-		code, err = s.revoke(ctx, rid, ws, id, who)
+		code, err = s.revoke(ctx, sc, rid, ws, id, who)
 	case route == "roll":
-		code, err = s.roll(ctx, rid, ws, id, who)
+		code, err = s.roll(ctx, sc, rid, ws, id, who)
 	case route == "events":
-		code, err = s.events(ctx, rid, ws)
+		code, err = s.events(ctx, sc, rid, ws)
 	}
 	if err != nil {
 		code = s.replyErr(ctx, rid, err)
@@ -136,11 +142,11 @@ func (s *Server) newEvent(action, rid string, who caller) store.Event {
 
 func newEventID() string { return "evt_" + apikey.NewID(apikey.Live)[len("sk_live_"):] }
 
-func (s *Server) recordDenied(ctx *fasthttp.RequestCtx, rid, ws string, who caller, code envelope.Code) {
+func (s *Server) recordDenied(sc context.Context, rid, ws string, who caller, code envelope.Code) {
 	ev := s.newEvent(store.ActionDenied, rid, who)
 	ev.WorkspaceID, ev.Code = ws, string(code)
 	start := time.Now()
-	err := s.store.Record(ctx, ev)
+	err := s.store.Record(sc, ev)
 	s.metrics.observe("record", start)
 	if err != nil {
 		s.log.Warn("audit: denied attempt not recorded", "requestId", rid, "err", err)
@@ -207,7 +213,7 @@ func replyData(ctx *fasthttp.RequestCtx, rid string, status int, v any) (envelop
 	return envelope.OK, nil
 }
 
-func (s *Server) create(ctx *fasthttp.RequestCtx, rid, ws string, who caller) (envelope.Code, error) {
+func (s *Server) create(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws string, who caller) (envelope.Code, error) {
 	if err := requireJSON(ctx); err != nil {
 		return "", err
 	}
@@ -217,7 +223,7 @@ func (s *Server) create(ctx *fasthttp.RequestCtx, rid, ws string, who caller) (e
 		return "", err
 	}
 	if req.Mode == apikey.Test && !who.allowTestMode {
-		s.recordDenied(ctx, rid, ws, who, envelope.TestModePortal)
+		s.recordDenied(sc, rid, ws, who, envelope.TestModePortal)
 		return "", envelope.Errorf(envelope.TestModePortal, "")
 	}
 	for attempt := 0; ; attempt++ {
@@ -228,7 +234,7 @@ func (s *Server) create(ctx *fasthttp.RequestCtx, rid, ws string, who caller) (e
 			ExpiresAt: req.ExpiresAt, SecretHint: apikey.Hint(secret.Reveal()),
 		}
 		start := time.Now()
-		err := s.store.Create(ctx, k, apikey.Hash(secret.Reveal()), s.newEvent(store.ActionCreated, rid, who))
+		err := s.store.Create(sc, k, apikey.Hash(secret.Reveal()), s.newEvent(store.ActionCreated, rid, who))
 		s.metrics.observe("create", start)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
 			continue
@@ -243,9 +249,9 @@ func (s *Server) create(ctx *fasthttp.RequestCtx, rid, ws string, who caller) (e
 	}
 }
 
-func (s *Server) get(ctx *fasthttp.RequestCtx, rid, ws, id string) (envelope.Code, error) {
+func (s *Server) get(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id string) (envelope.Code, error) {
 	start := time.Now()
-	k, err := s.store.Get(ctx, ws, id)
+	k, err := s.store.Get(sc, ws, id)
 	s.metrics.observe("get", start)
 	if err != nil {
 		return "", err
@@ -253,10 +259,10 @@ func (s *Server) get(ctx *fasthttp.RequestCtx, rid, ws, id string) (envelope.Cod
 	return replyData(ctx, rid, 200, toJSON(k, time.Now().Unix()))
 }
 
-func (s *Server) revoke(ctx *fasthttp.RequestCtx, rid, ws, id string, who caller) (envelope.Code, error) {
+func (s *Server) revoke(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id string, who caller) (envelope.Code, error) {
 	now := time.Now().Unix()
 	start := time.Now()
-	k, err := s.store.Revoke(ctx, ws, id, now, s.newEvent(store.ActionRevoked, rid, who))
+	k, err := s.store.Revoke(sc, ws, id, now, s.newEvent(store.ActionRevoked, rid, who))
 	s.metrics.observe("revoke", start)
 	if err != nil {
 		return "", err
@@ -264,7 +270,7 @@ func (s *Server) revoke(ctx *fasthttp.RequestCtx, rid, ws, id string, who caller
 	return replyData(ctx, rid, 200, toJSON(k, now))
 }
 
-func (s *Server) roll(ctx *fasthttp.RequestCtx, rid, ws, id string, who caller) (envelope.Code, error) {
+func (s *Server) roll(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id string, who caller) (envelope.Code, error) {
 	body := ctx.PostBody()
 	if len(bytes.TrimSpace(body)) > 0 {
 		if err := requireJSON(ctx); err != nil {
@@ -277,7 +283,7 @@ func (s *Server) roll(ctx *fasthttp.RequestCtx, rid, ws, id string, who caller) 
 	}
 	now := time.Now().Unix()
 	start := time.Now()
-	cur, err := s.store.Get(ctx, ws, id)
+	cur, err := s.store.Get(sc, ws, id)
 	s.metrics.observe("get", start)
 	if err != nil {
 		return "", err
@@ -287,7 +293,7 @@ func (s *Server) roll(ctx *fasthttp.RequestCtx, rid, ws, id string, who caller) 
 	}
 	secret := apikey.NewSecret(cur.Mode)
 	start = time.Now()
-	k, err := s.store.Roll(ctx, ws, id, apikey.Hash(secret.Reveal()), apikey.Hint(secret.Reveal()), now, now+window,
+	k, err := s.store.Roll(sc, ws, id, apikey.Hash(secret.Reveal()), apikey.Hint(secret.Reveal()), now, now+window,
 		s.newEvent(store.ActionRolled, rid, who))
 	s.metrics.observe("roll", start)
 	if errors.Is(err, store.ErrRevoked) {
@@ -329,13 +335,13 @@ func cursorJSON(next string) *string {
 	return &next
 }
 
-func (s *Server) list(ctx *fasthttp.RequestCtx, rid, ws string) (envelope.Code, error) {
+func (s *Server) list(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws string) (envelope.Code, error) {
 	p, err := page(ctx)
 	if err != nil {
 		return "", err
 	}
 	start := time.Now()
-	keys, next, err := s.store.List(ctx, ws, p)
+	keys, next, err := s.store.List(sc, ws, p)
 	s.metrics.observe("list", start)
 	if errors.Is(err, store.ErrCursor) {
 		return "", badRequest("cursor is not valid")
@@ -362,7 +368,7 @@ type eventJSON struct {
 	At          string          `json:"at"`
 }
 
-func (s *Server) events(ctx *fasthttp.RequestCtx, rid, ws string) (envelope.Code, error) {
+func (s *Server) events(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws string) (envelope.Code, error) {
 	p, err := page(ctx)
 	if err != nil {
 		return "", err
@@ -371,8 +377,15 @@ func (s *Server) events(ctx *fasthttp.RequestCtx, rid, ws string) (envelope.Code
 	if keyID != "" && !apikey.ValidID(keyID) {
 		return "", badRequest("apiKeyId is not a valid key id")
 	}
+	if keyID != "" {
+		// The key must be this workspace's: another's is "not found", and
+		// even its paging must not tell that it exists.
+		if _, err := s.store.Get(sc, ws, keyID); err != nil {
+			return "", err
+		}
+	}
 	start := time.Now()
-	evs, next, err := s.store.Events(ctx, ws, keyID, p)
+	evs, next, err := s.store.Events(sc, ws, keyID, p)
 	s.metrics.observe("events", start)
 	if errors.Is(err, store.ErrCursor) {
 		return "", badRequest("cursor is not valid")

@@ -36,6 +36,9 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// storeTimeout bounds every store call of one request.
+const storeTimeout = 5 * time.Second
+
 // MaxBodySize is the largest request body accepted (413/4130 above it).
 const MaxBodySize = 64 << 10
 
@@ -217,6 +220,9 @@ func Start(cfg Config) (*Server, error) {
 		NoDefaultContentType:          true,
 		CloseOnShutdown:               true,
 		Logger:                        fasthttpLogger{s.log},
+		// fasthttp's parse errors would otherwise quote the raw request,
+		// Authorization header and all.
+		SecureErrorLogMessage: true,
 	}
 	go func() { s.done <- s.srv.Serve(ln) }()
 	s.log.Info("sidecar listening", "addr", ln.Addr().String())
@@ -368,6 +374,13 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		reply(ctx, rid, envelope.TooLarge, "", nil)
 		return
 	}
+	// Paths are served only as sent: fasthttp would decode and resolve a
+	// percent-encoded or dot-segment path into another route (a gateway
+	// route for /console must not reach /metrics as /console%2F..%2Fmetrics).
+	if !canonicalPath(string(ctx.Request.URI().PathOriginal())) {
+		reply(ctx, rid, envelope.NotFound, "Not found", nil)
+		return
+	}
 	path := string(ctx.Path())
 	switch path {
 	case "/internal/v1/verify":
@@ -396,6 +409,21 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	reply(ctx, rid, envelope.NotFound, "Not found", nil)
+}
+
+// canonicalPath reports whether a raw request path is one that no
+// normalization would change: no percent-encoding, no empty, "." or ".."
+// segment, no backslash. No route of the sidecar needs anything else.
+func canonicalPath(p string) bool {
+	if p == "" || p[0] != '/' || strings.ContainsAny(p, "%\\") {
+		return false
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return !strings.Contains(p, "//")
 }
 
 // handleInfo serves the operational endpoints: health, readiness, metrics

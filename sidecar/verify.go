@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -87,7 +88,9 @@ func (s *Server) lookup(ctx *fasthttp.RequestCtx, key string) (*apikey.Facts, er
 		return nil, nil
 	}
 	start := time.Now()
-	f, err := s.store.Lookup(ctx, apikey.Hash(key))
+	sc, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	f, err := s.store.Lookup(sc, apikey.Hash(key))
 	s.metrics.observe("lookup", start)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil

@@ -125,6 +125,15 @@ func TestEndToEnd(t *testing.T) {
 	forged := map[string]string{"X-Keygate-Identity": "eyJhbGciOiJub25lIn0.eyJ3b3Jrc3BhY2VJZCI6IndzX2RlbW8iLCJyb2xlIjoiT1dORVIifQ.", "X-PORTAL-ACCESS-CODE": publicCode}
 	expect(s.call("GET", ws, forged, ""), 401, "4010")
 
+	// The console route has no plugin: it must not reach anything but the
+	// console, however the path is encoded.
+	for _, p := range []string{"/console%2F..%2Fmetrics", "/console%2F..%2Fweb/v1/workspaces/" + workspace + "/api-keys", "/console/..%2Freadyz"} {
+		r := s.call("GET", p, map[string]string{"Authorization": "Bearer " + s.adminToken}, "")
+		if r.status != 404 {
+			t.Fatalf("GET %s through the console route: %d %s", p, r.status, r.body)
+		}
+	}
+
 	// Revoke: rejected at the gateway within 1 s.
 	expect(s.call("DELETE", ws+"/"+wlID, owner, ""), 200, "2000")
 	revoked := time.Now()

@@ -44,16 +44,22 @@ var sharedCache = &factsCache{}
 
 func (c *factsCache) shard(k *cacheKey) *cacheShard { return &c.shards[k.hash[0]%cacheShards] }
 
-// get returns the cached answer and whether there is a fresh one.
-func (c *factsCache) get(k cacheKey, now time.Time) (*apikey.Facts, bool) {
+// get returns the cached answer and whether there is a fresh one. known
+// reports an entry, fresh or expired, that said the key was valid: the key
+// opened a door recently, which an attacker guessing keys cannot fake. It
+// is never a reason to allow, only to let a lookup through (see enforce).
+func (c *factsCache) get(k cacheKey, now time.Time) (f *apikey.Facts, fresh, known bool) {
 	s := c.shard(&k)
 	s.mu.Lock()
 	e, ok := s.m[k]
 	s.mu.Unlock()
-	if !ok || !now.Before(e.expires) {
-		return nil, false
+	if !ok {
+		return nil, false, false
 	}
-	return e.facts, true
+	if !now.Before(e.expires) {
+		return nil, false, e.facts != nil
+	}
+	return e.facts, true, e.facts != nil
 }
 
 // put caches an answer until expires. The caller computes expires from the

@@ -24,9 +24,10 @@
 //     kong.response.exit and the spec's envelope (requestId in the body and
 //     in X-Request-Id). A sidecar that cannot be reached, answers
 //     something that is not a verify envelope, or refuses our secret is
-//     503/5030; one slower than sidecar_timeout_ms is 504/5040; a sidecar
-//     429 is passed on as 429/4290 with its Retry-After. Nothing is allowed
-//     without facts from the sidecar no older than cache_ttl_ms.
+//     503/5030; one slower than sidecar_timeout_ms is 504/5040. Nothing is
+//     allowed without facts from the sidecar no older than cache_ttl_ms, or
+//     the shorter cacheMs the sidecar answers when its own view may lag
+//     (a PostgreSQL store shared by several sidecars).
 //   - A configuration that breaks a rule is never half-applied: every
 //     request of that route answers 500/5000 and each problem is logged
 //     once. Config.Validate reports all problems at once.
@@ -77,11 +78,17 @@
 //     429/4290 with Retry-After (whole seconds) until its bucket refills one
 //     token (60/failure_limit_per_minute s), before the key service is
 //     asked or a JWT verified. A cached valid key is decided as usual (no
-//     store lookup is involved). Denials of a known key (4033/4034/4035)
-//     count against its apiKeyId on the route's policy (required_scopes +
-//     allowed_modes): once blocked, every request presenting that key to
-//     a route with that policy is 429 until Retry-After, without a PDK call
-//     for the IP; routes whose policy the key satisfies are unaffected.
+//     store lookup is involved), and so is a key that was valid when last
+//     asked (its cache entry expired but is remembered): honest clients
+//     behind an address an attacker shares keep working. A 4034 (client
+//     outside the key's whitelist) counts against the client address too,
+//     never against the key, so a leaked key tried from elsewhere cannot
+//     lock its owner out. Denials that do not depend on the client
+//     (4033/4035) count against the apiKeyId on the route's policy
+//     (required_scopes + allowed_modes): once blocked, every request
+//     presenting that key to a route with that policy — denied anyway — is
+//     429 until Retry-After, without a PDK call for the IP; routes whose
+//     policy the key satisfies are unaffected.
 //     Not counted: a missing key (4011), a malformed key or bad checksum,
 //     two different keys (4012 decided from the headers, 2 calls, no store
 //     lookup — counting them would cost an IP call on the cheapest

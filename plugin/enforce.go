@@ -81,12 +81,15 @@ func (r *call) enforce(h map[string][]string) {
 		r.reject(envelope.InvalidKey)
 		return
 	}
-	ck, facts, cached := in.cached(key)
+	ck, facts, cached, known := in.cached(key)
 	if !cached {
 		// The key service is about to be asked. While some client is
 		// blocked, ask Kong who this one is first: a blocked client gets
-		// 429 without a store lookup. Otherwise this costs nothing.
-		if in.ipFail != nil && in.ipFail.AnyBlocked(in.now()) && r.ipBlocked(in.ipFail) {
+		// 429 without a store lookup — unless this key was valid when last
+		// asked, so that legitimate clients behind the same address (a NAT,
+		// a load balancer) keep working while an attacker there is blocked.
+		// Otherwise this costs nothing.
+		if !known && in.ipFail != nil && in.ipFail.AnyBlocked(in.now()) && r.ipBlocked(in.ipFail) {
 			return
 		}
 		var err error
@@ -125,7 +128,7 @@ func (r *call) enforce(h map[string][]string) {
 	case apikey.DenyScope:
 		r.denyKey(envelope.ScopeDenied, facts)
 	case apikey.DenyIP:
-		r.denyKey(envelope.IPDenied, facts)
+		r.denyIP(facts)
 	default:
 		r.invalid(facts)
 	}
@@ -153,8 +156,22 @@ func (r *call) invalid(f *apikey.Facts) {
 	r.deny(envelope.InvalidKey, f)
 }
 
-// denyKey answers a denial of a known key (4033/4034/4035) and counts it
-// against the key id on this route's policy.
+// denyIP answers 4034 and counts it against the client address, not the
+// key: a leaked key tried from outside its whitelist must not lock its
+// owner out (the address is known already: checkIP asked it).
+func (r *call) denyIP(f *apikey.Facts) {
+	if lim := r.in.ipFail; lim != nil {
+		if r.ipBlocked(lim) {
+			return
+		}
+		r.ipFailed(lim)
+	}
+	r.deny(envelope.IPDenied, f)
+}
+
+// denyKey answers a denial of a known key that does not depend on the
+// client (4033/4035: every request of this key on this route's policy is
+// denied alike) and counts it against the key id on that policy.
 func (r *call) denyKey(code envelope.Code, f *apikey.Facts) {
 	if r.in.keyFail != nil {
 		r.keyFailed(f.APIKeyID)
@@ -203,40 +220,36 @@ func (r *call) allow(f *apikey.Facts, from []int) {
 
 // sidecarFailure answers a failed verify: never fail open.
 func (r *call) sidecarFailure(err error) {
-	var rl *errRateLimited
 	switch {
 	case errors.Is(err, errTimeout):
 		logger().Warn("keygate: key service timeout", "code", "5040", "request_id", r.reqID)
 		r.reject(envelope.Timeout)
-	case errors.As(err, &rl):
-		logger().Warn("keygate: key service rate limited", "code", "4290", "request_id", r.reqID)
-		var extra map[string][]string
-		if printable(rl.retryAfter, 32) {
-			extra = map[string][]string{"Retry-After": {rl.retryAfter}}
-		}
-		r.rejectWith(envelope.TooManyRequests, extra)
 	default:
 		logger().Warn("keygate: key service unavailable", "code", "5030", "err", err.Error(), "request_id", r.reqID)
 		r.reject(envelope.Unavailable)
 	}
 }
 
-// cached returns the cached facts of a well-formed key and whether there
-// were fresh ones; nil facts: the key is not valid (unknown, revoked,
-// expired).
-func (in *instance) cached(key string) (cacheKey, *apikey.Facts, bool) {
-	ck := cacheKey{ns: in.cacheNS, hash: apikey.Hash(key)}
-	f, ok := sharedCache.get(ck, in.now())
-	return ck, f, ok
+// cached returns the cached facts of a well-formed key, whether there were
+// fresh ones (nil facts: the key is not valid — unknown, revoked, expired),
+// and whether the key was valid when last asked.
+func (in *instance) cached(key string) (ck cacheKey, f *apikey.Facts, fresh, known bool) {
+	ck = cacheKey{ns: in.cacheNS, hash: apikey.Hash(key)}
+	f, fresh, known = sharedCache.get(ck, in.now())
+	return ck, f, fresh, known
 }
 
 // fetch asks the sidecar about a key and caches the answer.
 func (in *instance) fetch(ck cacheKey, key, requestID string) (*apikey.Facts, error) {
 	asked := in.now()
-	f, err := in.sidecar.verify(key, requestID, in.verifyTail, in.bearer, in.timeout)
+	f, maxAge, err := in.sidecar.verify(key, requestID, in.verifyTail, in.bearer, in.timeout)
 	if err != nil {
 		return nil, err
 	}
-	sharedCache.put(ck, f, asked.Add(in.cacheTTL), in.now())
+	ttl := in.cacheTTL
+	if maxAge > 0 && maxAge < ttl {
+		ttl = maxAge // the sidecar's own view may lag: stay within the bound
+	}
+	sharedCache.put(ck, f, asked.Add(ttl), in.now())
 	return f, nil
 }

@@ -193,20 +193,20 @@ func TestCacheBounded(t *testing.T) {
 	}
 	var k cacheKey
 	c.put(k, &apikey.Facts{}, now.Add(time.Second), now)
-	if _, ok := c.get(k, now.Add(999*time.Millisecond)); !ok {
+	if _, ok, known := c.get(k, now.Add(999*time.Millisecond)); !ok || !known {
 		t.Error("fresh entry missing")
 	}
-	if _, ok := c.get(k, now.Add(time.Second)); ok {
-		t.Error("expired entry served")
+	if _, ok, known := c.get(k, now.Add(time.Second)); ok || !known {
+		t.Error("expired entry served, or forgotten as once valid")
 	}
 	c.put(cacheKey{ns: "late"}, &apikey.Facts{}, now, now.Add(time.Millisecond))
-	if _, ok := c.get(cacheKey{ns: "late"}, now); ok {
+	if _, ok, _ := c.get(cacheKey{ns: "late"}, now); ok {
 		t.Error("an answer already past its bound was cached")
 	}
 }
 
 // TestEnforceBrokenAnswers: answers that are not a verify envelope, or 5xx,
-// are the key service's failure (503/5030); a 429 is passed on.
+// are the key service's failure (503/5030), whatever their status.
 func TestEnforceBrokenAnswers(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -221,7 +221,7 @@ func TestEnforceBrokenAnswers(t *testing.T) {
 		{"502", 502, `{"success":false,"code":"5000"}`, envelope.Unavailable},
 		{"503 store not ready", 503, `{"success":false,"code":"5030"}`, envelope.Unavailable},
 		{"401 wrong gateway secret", 401, `{"success":false,"code":"4010"}`, envelope.Unavailable},
-		{"429", 429, `{"success":false,"code":"4290"}`, envelope.TooManyRequests},
+		{"429", 429, `{"success":false,"code":"4290"}`, envelope.Unavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -48,12 +48,12 @@ type oneKey struct {
 	asked  atomic.Int64
 }
 
-func (o *oneKey) verify(key, _ string, _, _ []byte, _ time.Duration) (*apikey.Facts, error) {
+func (o *oneKey) verify(key, _ string, _, _ []byte, _ time.Duration) (*apikey.Facts, time.Duration, error) {
 	o.asked.Add(1)
 	if key == o.secret {
-		return o.facts, nil
+		return o.facts, 0, nil
 	}
-	return nil, nil
+	return nil, 0, nil
 }
 
 // FuzzAccess: property — no input is proxied on a management route without

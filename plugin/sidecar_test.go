@@ -286,7 +286,7 @@ func BenchmarkVerifyRoundTrip(b *testing.B) {
 	var lat []time.Duration
 	for b.Loop() {
 		start := time.Now()
-		f, err := in.sidecar.verify(k.Secret, "bench", in.verifyTail, in.bearer, in.timeout)
+		f, _, err := in.sidecar.verify(k.Secret, "bench", in.verifyTail, in.bearer, in.timeout)
 		lat = append(lat, time.Since(start))
 		if err != nil || f == nil {
 			b.Fatal(f, err)

@@ -16,22 +16,17 @@ import (
 
 // verifier asks the key service about one secret. It returns the key's
 // facts, nil facts for a key the service does not accept (4012), or an
-// error: errUnavailable, errTimeout or *errRateLimited.
+// error: errUnavailable or errTimeout.
 type verifier interface {
 	// bearer is the Authorization value: "Bearer <gateway secret>".
 	// requestID is passed on for log correlation.
-	verify(key, requestID string, tail, bearer []byte, timeout time.Duration) (*apikey.Facts, error)
+	verify(key, requestID string, tail, bearer []byte, timeout time.Duration) (*apikey.Facts, time.Duration, error)
 }
 
 var (
 	errUnavailable = errors.New("key service unavailable")
 	errTimeout     = errors.New("key service timeout")
 )
-
-// errRateLimited is the sidecar's own 429, passed on with its Retry-After.
-type errRateLimited struct{ retryAfter string }
-
-func (e *errRateLimited) Error() string { return "key service rate limited" }
 
 // MaxVerifyAnswer caps the sidecar's verify answer.
 const MaxVerifyAnswer = 64 << 10
@@ -119,7 +114,9 @@ type verifyAnswer struct {
 	Data    *apikey.VerifyResult `json:"data"`
 }
 
-func (c *sidecarClient) verify(key, requestID string, tail, bearer []byte, timeout time.Duration) (*apikey.Facts, error) {
+// verify asks the sidecar about key and returns its facts (nil: not a valid
+// key) and how long the answer may be cached (0: as configured).
+func (c *sidecarClient) verify(key, requestID string, tail, bearer []byte, timeout time.Duration) (*apikey.Facts, time.Duration, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -138,25 +135,23 @@ func (c *sidecarClient) verify(key, requestID string, tail, bearer []byte, timeo
 
 	if err := c.hc.DoTimeout(req, resp, timeout); err != nil {
 		if isTimeout(err) {
-			return nil, errTimeout
+			return nil, 0, errTimeout
 		}
-		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+		return nil, 0, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	status := resp.StatusCode()
-	if status == fasthttp.StatusTooManyRequests {
-		return nil, &errRateLimited{retryAfter: string(resp.Header.Peek("Retry-After"))}
-	}
 	if status == fasthttp.StatusUnauthorized {
-		return nil, fmt.Errorf("%w: the sidecar refused the gateway secret (401): the plugin and the sidecar must share it", errUnavailable)
+		return nil, 0, fmt.Errorf("%w: the sidecar refused the gateway secret (401): the plugin and the sidecar must share it", errUnavailable)
 	}
 	if status != fasthttp.StatusOK {
-		return nil, fmt.Errorf("%w: sidecar answered status %d", errUnavailable, status)
+		return nil, 0, fmt.Errorf("%w: sidecar answered status %d", errUnavailable, status)
 	}
 	var ans verifyAnswer
 	if err := json.Unmarshal(resp.Body(), &ans); err != nil || !ans.Success || ans.Code != envelope.OK || ans.Data == nil {
-		return nil, fmt.Errorf("%w: sidecar answer is not a verify envelope", errUnavailable)
+		return nil, 0, fmt.Errorf("%w: sidecar answer is not a verify envelope", errUnavailable)
 	}
-	return factsOf(ans.Data)
+	f, err := factsOf(ans.Data)
+	return f, time.Duration(ans.Data.CacheMs) * time.Millisecond, err
 }
 
 var authorizationKey = []byte("Authorization")

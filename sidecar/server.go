@@ -109,6 +109,14 @@ type invalidationSource interface {
 	Subscribe(ctx context.Context, invalidate func())
 }
 
+// stalenessBound is a store whose cached view may lag a change made
+// elsewhere by up to MaxStaleness (PostgreSQL shared by several sidecars).
+// The verify answer tells the plugin to cache for less, so that the sum
+// stays within the revocation bound.
+type stalenessBound interface {
+	MaxStaleness() time.Duration
+}
+
 // Server is a running sidecar.
 type Server struct {
 	cfg     Config
@@ -118,6 +126,7 @@ type Server struct {
 	ln      net.Listener
 	metrics *metrics
 	usage   *usage
+	cacheMs int // how long the plugin may cache a verify answer
 	done    chan error
 	stop    sync.Once
 }
@@ -195,6 +204,10 @@ func Start(cfg Config) (*Server, error) {
 		src.Subscribe(context.Background(), cached.Invalidate) // runs until the store is closed
 	}
 	s.store = cached
+	s.cacheMs = apikey.RevocationBound
+	if sb, ok := st.(stalenessBound); ok {
+		s.cacheMs = max(apikey.RevocationBound-int(sb.MaxStaleness()/time.Millisecond), 1)
+	}
 	ln, err := listen(cfg.Listen)
 	if err != nil {
 		s.store.Close()

@@ -56,11 +56,11 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 	d := apikey.Decide(facts, &r)
 	var data []byte
 	if d == apikey.DenyInvalid {
-		data, _ = json.Marshal(apikey.VerifyDenied{DenyCode: d.Code()})
+		data, _ = json.Marshal(apikey.VerifyDenied{DenyCode: d.Code(), CacheMs: s.cacheMs})
 	} else {
 		res := apikey.VerifyResult{Allow: d == apikey.Allow, DenyCode: d.Code(),
 			APIKeyID: facts.APIKeyID, WorkspaceID: facts.WorkspaceID, Mode: facts.Mode.String(),
-			Scopes: facts.Scopes, IPWhitelist: make([]string, len(facts.IPWhitelist))}
+			Scopes: facts.Scopes, IPWhitelist: make([]string, len(facts.IPWhitelist)), CacheMs: s.cacheMs}
 		if res.Scopes == nil {
 			res.Scopes = []string{}
 		}

@@ -45,6 +45,11 @@ const (
 	maxBackoff   = 2 * time.Second
 )
 
+// MaxStaleness is how long after a change committed through another
+// sidecar this one may still serve its cached view: the listener's lease
+// plus one watchdog tick (see Subscribe).
+func (p *Postgres) MaxStaleness() time.Duration { return leaseTTL + watchTick }
+
 // PostgresOptions tune the PostgreSQL backend; zero values take the defaults.
 type PostgresOptions struct {
 	// OpTimeout bounds each call whose context has no deadline (default 5 s).

@@ -102,6 +102,37 @@ func TestFailureLimiter(t *testing.T) {
 		wantEnvelope(t, r, 401, "4012")
 	})
 
+	t.Run("a leaked key tried outside its whitelist does not lock out its owner", func(t *testing.T) {
+		r := s.call("POST", ws, owner, `{"name":"whitelisted","scopes":["orders:read"],"ipWhitelist":["203.0.113.0/24"]}`)
+		wantEnvelope(t, r, 201, "2000")
+		wl := str(r.data["secret"])
+		const thief, ownerIP = "198.51.100.90", "203.0.113.20"
+		for range 20 {
+			wantEnvelope(t, s.call("GET", "/orders/1", from(thief, "X-API-Key", wl), ""), 403, "4034")
+		}
+		r = s.call("GET", "/orders/1", from(thief, "X-API-Key", wl), "")
+		wantEnvelope(t, r, 429, "4290") // the thief's address is blocked
+		for range 5 {
+			wantEnvelope(t, s.call("GET", "/orders/1", from(ownerIP, "X-API-Key", wl), ""), 200, "")
+		}
+	})
+
+	t.Run("a valid key behind a blocked address keeps working", func(t *testing.T) {
+		const shared = "198.51.100.99" // a NAT: one attacker, one honest client
+		r := s.call("GET", "/orders/1", from(shared, "X-API-Key", valid), "")
+		wantEnvelope(t, r, 200, "")
+		for range 20 {
+			s.call("GET", "/orders/1", from(shared, "X-API-Key", apikey.NewSecret(apikey.Live).Reveal()), "")
+		}
+		wantEnvelope(t, s.call("GET", "/orders/1", from(shared, "X-API-Key", apikey.NewSecret(apikey.Live).Reveal()), ""), 429, "4290")
+		// The honest client's key was valid when last asked: its lookups go
+		// through even after the plugin's cache entry expired.
+		for range 3 {
+			time.Sleep(400 * time.Millisecond)
+			wantEnvelope(t, s.call("GET", "/orders/1", from(shared, "X-API-Key", valid), ""), 200, "")
+		}
+	})
+
 	t.Run("bad JWTs from one client IP", func(t *testing.T) {
 		const attacker, other = "198.51.100.77", "203.0.113.11"
 		bad := []string{"Bearer not.a.jwt", "Bearer " + mintJWT("alice", workspace, "OWNER") + "x", "", "Basic YWxpY2U6cHc="}

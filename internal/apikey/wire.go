@@ -25,6 +25,10 @@ type VerifyResult struct {
 	Scopes      []string `json:"scopes"`
 	IPWhitelist []string `json:"ipWhitelist"`
 	ExpiresAt   string   `json:"expiresAt,omitempty"` // RFC 3339; for this secret
+	// CacheMs bounds how long the caller may cache this answer: the
+	// revocation bound (1 s) minus how stale the sidecar's own view may be
+	// (0 with bbolt; up to 0.7 s with a shared PostgreSQL store).
+	CacheMs int `json:"cacheMs,omitempty"`
 }
 
 // VerifyDenied is the data of a verify answer for a key that is unknown,
@@ -32,4 +36,9 @@ type VerifyResult struct {
 type VerifyDenied struct {
 	Allow    bool   `json:"allow"`
 	DenyCode string `json:"denyCode"`
+	CacheMs  int    `json:"cacheMs,omitempty"`
 }
+
+// RevocationBound is how soon a revoked key, an expired key or a rolled-out
+// secret is rejected at every gateway node (SPEC §3).
+const RevocationBound = 1000 // milliseconds

@@ -10,6 +10,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/apikey"
+	"github.com/keygate/keygate/sidecar"
+	"github.com/keygate/keygate/store"
 )
 
 // Revoke racing verify: many goroutines verify in a loop while the key is
@@ -77,5 +81,41 @@ func TestRevokeRacingVerify(t *testing.T) {
 		if n := lateAllows.Load(); n != 0 {
 			t.Fatalf("round %d: %d verifications started after the revoke returned were allowed", round, n)
 		}
+	}
+}
+
+// laggingStore is the real bbolt store declaring that its view may lag
+// changes made elsewhere by 700 ms, as the PostgreSQL store does.
+type laggingStore struct{ *store.Bolt }
+
+func (laggingStore) MaxStaleness() time.Duration { return 700 * time.Millisecond }
+
+// The verify answer tells the plugin how long it may cache: the 1 s bound
+// minus the store's own staleness.
+func TestVerifyCacheHint(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		lag  bool
+		want string
+	}{{"bbolt", false, `"cacheMs":1000`}, {"store that may lag 700 ms", true, `"cacheMs":300`}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := store.OpenBolt(t.TempDir()+"/k.db", store.BoltOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st store.Store = b
+			if tc.lag {
+				st = laggingStore{b}
+			}
+			h := start(t, func(c *sidecar.Config) { c.Store = st }).with(t)
+			k := h.create("ws", `{"name":"k","scopes":["a:b"]}`)
+			for _, key := range []string{k.Secret, apikey.NewSecret(apikey.Live).Reveal()} {
+				r := h.do("POST", "/internal/v1/verify", "Bearer "+string(gwSecret), fmt.Sprintf(`{"key":%q,"requiredScopes":["a:b"]}`, key))
+				if !strings.Contains(string(r.env.Data), tc.want) {
+					t.Fatalf("data %s lacks %s", r.env.Data, tc.want)
+				}
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -95,7 +96,8 @@ type Config struct {
 	// PUBLIC KEY" or a "CERTIFICATE"): RSA ≥ 2048 bits, EC P-256/384/521,
 	// Ed25519. A token is tried against every key of its algorithm's family.
 	JWTPublicKeys []string `json:"jwt_public_keys"`
-	// JWKSURL is a JWKS endpoint (http or https); keys are cached by kid,
+	// JWKSURL is a JWKS endpoint (https; plain http only to a loopback
+	// address); keys are cached by kid,
 	// refreshed on an unknown kid at most once per 10 s.
 	JWKSURL string `json:"jwks_url"`
 	// JWTIssuer is checked against "iss" when set.
@@ -345,8 +347,13 @@ func validateManage(s *settings, p *problems) {
 	}
 	if s.jwksURL != "" {
 		u, err := url.Parse(s.jwksURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 			p.add("jwks_url must be an http or https URL")
+		case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+			// Whoever is on the path of a plain-http JWKS fetch could
+			// hand the gateway signing keys of their own.
+			p.add("jwks_url must be https (plain http only to a loopback address)")
 		}
 	}
 	for code, portal := range s.portalCodes {
@@ -433,4 +440,13 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// isLoopbackHost reports whether host is localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

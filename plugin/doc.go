@@ -62,6 +62,9 @@
 //     (get_headers, authenticate, set_headers, clear_header), 5 when the key
 //     has an IP whitelist (get_forwarded_ip is asked only then); a request
 //     rejected before the sidecar is asked costs 2 (get_headers, exit).
+//     One exception: a client that sends the same key in two key headers
+//     gets both removed, one clear_header each (5 calls, 6 with a
+//     whitelist) — hiding the credential matters more than the call.
 //     The failed-verification limiter adds get_forwarded_ip, at most once
 //     per request, only (a) on a 4012 decided with the key service's
 //     answer (3 calls) and on a manage 4010 (3 calls), to count the failure

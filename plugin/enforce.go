@@ -6,6 +6,7 @@ import (
 
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/internal/identity"
 )
 
 // Upstream headers set on an allowed request.
@@ -35,7 +36,7 @@ func (in *instance) findKey(h map[string][]string) (string, keyStatus, []int) {
 	for i, kh := range in.keyHeaders {
 		for _, v := range h[kh.lower] {
 			if kh.bearer {
-				tok, ok := bearer(v)
+				tok, ok := identity.Bearer(v)
 				if !ok {
 					continue
 				}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/keygate/keygate/internal/apikey"
+	"github.com/keygate/keygate/internal/identity"
 )
 
 // fakeKong records what the plugin asks of Kong; for the fuzz target,
@@ -115,7 +116,7 @@ func FuzzAccess(f *testing.F) {
 		fk := &fakeKong{h: h, p: path, ip: "10.0.0.1"}
 		manage.access(fk)
 		if !fk.exited {
-			tok, _ := bearer(auth)
+			tok, _ := identity.Bearer(auth)
 			if !independentlyValid(tok, k.rsa.Public().(*rsa.PublicKey)) {
 				t.Fatalf("management request proxied without a valid signature: auth %q", auth)
 			}

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/internal/envelope"
 	"github.com/keygate/keygate/internal/identity"
 )
@@ -118,7 +119,7 @@ func (in *instance) verifyJWT(auth []string) (jwt.MapClaims, string) {
 	if len(auth[0]) > MaxTokenLen+len("Bearer ") {
 		return nil, "token longer than 8 KiB"
 	}
-	tok, ok := bearer(auth[0])
+	tok, ok := identity.Bearer(auth[0])
 	if !ok {
 		return nil, "Authorization is not a Bearer token"
 	}
@@ -130,21 +131,6 @@ func (in *instance) verifyJWT(auth []string) (jwt.MapClaims, string) {
 		return nil, "token has no sub"
 	}
 	return claims, ""
-}
-
-// bearer returns the credential of "Bearer <credential>" (the scheme is
-// case-insensitive; the credential has no white space).
-func bearer(v string) (string, bool) {
-	const scheme = "bearer"
-	if len(v) <= len(scheme)+1 || !strings.EqualFold(v[:len(scheme)], scheme) || (v[len(scheme)] != ' ' && v[len(scheme)] != '\t') {
-		return "", false
-	}
-	tok := strings.TrimLeft(v[len(scheme):], " \t")
-	tok = strings.TrimRight(tok, " \t")
-	if tok == "" || strings.ContainsAny(tok, " \t") {
-		return "", false
-	}
-	return tok, true
 }
 
 // workspaceFromPath takes {workspaceId} from /web/v1/workspaces/{workspaceId}[/...].
@@ -159,7 +145,7 @@ func workspaceFromPath(p string) (string, bool) {
 		return "", false
 	}
 	ws, tail, _ := strings.Cut(rest, "/")
-	if !validWorkspaceID(ws) {
+	if !apikey.ValidWorkspaceID(ws) {
 		return "", false
 	}
 	segs := strings.Split(tail, "/")
@@ -169,22 +155,6 @@ func workspaceFromPath(p string) (string, bool) {
 		}
 	}
 	return ws, true
-}
-
-// validWorkspaceID matches ^[A-Za-z0-9._-]{1,64}$ and is not "." or "..".
-func validWorkspaceID(s string) bool {
-	if len(s) == 0 || len(s) > MaxWorkspaceIDLen || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // isOwner reports whether the roles claim makes the caller OWNER of ws.

@@ -1,8 +1,6 @@
 package plugin
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -134,7 +132,7 @@ func (r *call) rejectWith(code envelope.Code, extra map[string][]string) {
 // code's message) and extra headers.
 func (r *call) rejectMessage(code envelope.Code, message string, extra map[string][]string) {
 	if r.reqID == "" {
-		r.reqID = newRequestID()
+		r.reqID = envelope.NewRequestID()
 	}
 	now := timeNow()
 	if r.in != nil {
@@ -163,13 +161,11 @@ func headerValues(h map[string][]string) int {
 
 // requestID is the client's X-Request-Id when it is sane, else a new one.
 func requestID(h map[string][]string) (string, bool) {
-	if v := h["x-request-id"]; len(v) > 0 && validRequestID(v[0]) {
+	if v := h["x-request-id"]; len(v) > 0 && envelope.ValidRequestID(v[0]) {
 		return v[0], false
 	}
-	return newRequestID(), true
+	return envelope.NewRequestID(), true
 }
-
-func validRequestID(s string) bool { return printable(s, 128) }
 
 // printable reports whether s is 1..max visible ASCII characters.
 func printable(s string, max int) bool {
@@ -182,25 +178,6 @@ func printable(s string, max int) bool {
 		}
 	}
 	return true
-}
-
-// newRequestID is a random UUID (version 4).
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
 }
 
 // sanitizePanic keeps a panic value out of the log when it could carry

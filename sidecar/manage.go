@@ -22,20 +22,6 @@ type caller struct {
 	allowTestMode bool
 }
 
-// validWorkspace: 1-64 of A-Z a-z 0-9 . _ -, and not a dot segment.
-func validWorkspace(ws string) bool {
-	if len(ws) == 0 || len(ws) > 64 || ws == "." || ws == ".." {
-		return false
-	}
-	for i := 0; i < len(ws); i++ {
-		c := ws[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // handleManage serves /web/v1/workspaces/{ws}/api-keys[...] and
 // /web/v1/workspaces/{ws}/api-key-events. rest is the path after
 // /web/v1/workspaces/.
@@ -62,7 +48,7 @@ func (s *Server) handleManage(ctx *fasthttp.RequestCtx, rid, rest string) envelo
 	if !allowed(allow, method) {
 		return methodNotAllowed(ctx, rid, allow)
 	}
-	if !validWorkspace(ws) {
+	if !apikey.ValidWorkspaceID(ws) {
 		// Authenticate first so the shape of paths leaks nothing.
 		if _, err := s.authenticate(ctx, ws); err != nil {
 			return s.replyErr(ctx, rid, err)

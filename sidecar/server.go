@@ -17,9 +17,7 @@ package sidecar
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +30,7 @@ import (
 	"github.com/keygate/keygate/api"
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/internal/identity"
 	"github.com/keygate/keygate/store"
 	"github.com/valyala/fasthttp"
 )
@@ -305,21 +304,10 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 
 // requestID returns the client's X-Request-Id when it is sane, else a new one.
 func requestID(ctx *fasthttp.RequestCtx) string {
-	if v := ctx.Request.Header.Peek("X-Request-Id"); len(v) > 0 && len(v) <= 128 {
-		ok := true
-		for _, c := range v {
-			if c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return string(v)
-		}
+	if v := ctx.Request.Header.Peek("X-Request-Id"); envelope.ValidRequestID(string(v)) {
+		return string(v)
 	}
-	var b [16]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return envelope.NewRequestID()
 }
 
 // reply writes one envelope.
@@ -470,11 +458,8 @@ func methodNotAllowed(ctx *fasthttp.RequestCtx, rid, allow string) envelope.Code
 
 // bearer returns the token of an "Authorization: Bearer" header.
 func bearer(ctx *fasthttp.RequestCtx) []byte {
-	h := ctx.Request.Header.Peek("Authorization")
-	if len(h) > 7 && strings.EqualFold(string(h[:7]), "bearer ") {
-		return h[7:]
-	}
-	return nil
+	tok, _ := identity.Bearer(string(ctx.Request.Header.Peek("Authorization")))
+	return []byte(tok)
 }
 
 func equalSecret(got, want []byte) bool {

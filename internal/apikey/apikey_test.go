@@ -226,3 +226,15 @@ func BenchmarkParseSecret(b *testing.B) {
 		}
 	}
 }
+
+func TestValidWorkspaceID(t *testing.T) {
+	t.Parallel()
+	for s, ok := range map[string]bool{
+		"ws_1": true, "A.b-c_9": true, strings.Repeat("a", 64): true,
+		"": false, ".": false, "..": false, strings.Repeat("a", 65): false, "ws/1": false, "ws%2F": false, "ws 1": false, "wś": false,
+	} {
+		if ValidWorkspaceID(s) != ok {
+			t.Errorf("ValidWorkspaceID(%q) = %v", s, !ok)
+		}
+	}
+}

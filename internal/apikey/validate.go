@@ -136,7 +136,7 @@ func ParseIPWhitelist(list []string) ([]string, []netip.Prefix, error) {
 	return strs, prefixes, nil
 }
 
-// MustPrefixes parses canonical whitelist strings (as stored) into prefixes.
+// Prefixes parses canonical whitelist strings (as stored) into prefixes.
 // Entries that do not parse are returned as an error.
 func Prefixes(list []string) ([]netip.Prefix, error) {
 	_, p, err := ParseIPWhitelist(list)
@@ -183,4 +183,25 @@ func quoteEntry(s string) string {
 		return fmt.Sprintf("%q", s)
 	}
 	return s
+}
+
+// MaxWorkspaceIDLen bounds a workspace id.
+const MaxWorkspaceIDLen = 64
+
+// ValidWorkspaceID reports whether s is a workspace id: 1–64 characters of
+// A-Z a-z 0-9 . _ - and not "." or "..". The plugin and the sidecar read the
+// workspace from the path with this same rule.
+func ValidWorkspaceID(s string) bool {
+	if len(s) == 0 || len(s) > MaxWorkspaceIDLen || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -58,3 +58,19 @@ func FuzzAppendString(f *testing.F) {
 		}
 	})
 }
+
+func TestRequestIDs(t *testing.T) {
+	t.Parallel()
+	for s, ok := range map[string]bool{
+		"req-1": true, "a/b:c=d": true, strings.Repeat("x", 128): true,
+		"": false, strings.Repeat("x", 129): false, "a b": false, "a\"b": false, `a\b`: false, "é": false, "a\r\nb": false,
+	} {
+		if ValidRequestID(s) != ok {
+			t.Errorf("ValidRequestID(%q) = %v", s, !ok)
+		}
+	}
+	a, b := NewRequestID(), NewRequestID()
+	if a == b || len(a) != 36 || !ValidRequestID(a) || a[14] != '4' {
+		t.Fatalf("NewRequestID: %q %q", a, b)
+	}
+}

@@ -9,6 +9,7 @@ package identity
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -95,4 +96,19 @@ func Verify(secret []byte, token string, now time.Time) (Claims, error) {
 		return Claims{}, ErrInvalid
 	}
 	return c.Claims, nil
+}
+
+// Bearer returns the token of an Authorization value "Bearer <token>": the
+// scheme case-insensitive, spaces or tabs around the token allowed, none
+// inside it.
+func Bearer(v string) (string, bool) {
+	const scheme = "bearer"
+	if len(v) <= len(scheme)+1 || !strings.EqualFold(v[:len(scheme)], scheme) || (v[len(scheme)] != ' ' && v[len(scheme)] != '\t') {
+		return "", false
+	}
+	tok := strings.Trim(v[len(scheme):], " \t")
+	if tok == "" || strings.ContainsAny(tok, " \t") {
+		return "", false
+	}
+	return tok, true
 }

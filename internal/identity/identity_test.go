@@ -52,3 +52,16 @@ func TestSignVerify(t *testing.T) {
 		t.Fatal("signed with empty secret")
 	}
 }
+
+func TestBearer(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"Bearer abc": "abc", "bearer abc": "abc", "BEARER \tabc  ": "abc",
+		"": "", "Bearer": "", "Bearer ": "", "Basic abc": "", "Bearerabc": "", "Bearer a b": "",
+	} {
+		got, ok := Bearer(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("Bearer(%q) = %q, %v", in, got, ok)
+		}
+	}
+}

@@ -342,6 +342,10 @@ func validateManage(s *settings, p *problems) {
 	if len(s.algorithms) == 0 {
 		p.add("jwt_algorithms is required when route_role is manage, e.g. [\"RS256\"]")
 	}
+	if len(s.jwtSecret) > 0 && string(s.jwtSecret) == string(s.secret) {
+		// Anyone who can mint owner JWTs could then mint assertions too.
+		p.add("jwt_secret must differ from the gateway secret")
+	}
 	if s.leewaySeconds < 0 || s.leewaySeconds > MaxLeewaySeconds {
 		p.add("jwt_leeway_seconds must be 0..%d, not %d", MaxLeewaySeconds, s.leewaySeconds)
 	}

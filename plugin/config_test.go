@@ -105,6 +105,7 @@ func TestValidateAllProblems(t *testing.T) {
 		{RouteRole: RoleManage, GatewaySecret: gwSecret},
 		{RouteRole: RoleManage, GatewaySecret: gwSecret, JWTAlgorithms: []string{"RS256"}},
 		{RouteRole: RoleManage, GatewaySecret: gwSecret, JWTAlgorithms: []string{"RS256"}, JWKSURL: "http://idp.example/jwks"},
+		{RouteRole: RoleManage, GatewaySecret: strings.Repeat("s", 40), JWTAlgorithms: []string{"HS256"}, JWTSecret: strings.Repeat("s", 40)},
 		{RouteRole: RoleManage, GatewaySecret: gwSecret, JWTAlgorithms: []string{"ES256"}, JWTPublicKeys: []string{keys().rsaPEM}},
 		{RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"Payment"}},
 		{RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"a:b"}, KeyHeaders: []string{}},

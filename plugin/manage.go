@@ -69,6 +69,7 @@ func (r *call) manage(h map[string][]string) {
 		Portal:        portal,
 		RequestID:     r.reqID,
 		AllowTestMode: in.testPortals[portal],
+		Path:          path,
 	}, in.now(), identityTTL)
 	if err != nil {
 		logger().Error("keygate: signing the identity assertion failed", "err", err.Error(), "request_id", r.reqID)

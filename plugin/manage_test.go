@@ -198,6 +198,7 @@ func TestManageIdentity(t *testing.T) {
 				t.Fatalf("identity.Verify: %v", err)
 			}
 			want := identity.Claims{Subject: "user-1", WorkspaceID: "ws1", Role: "OWNER", Portal: tc.name, RequestID: "req-123", AllowTestMode: tc.testMode,
+				Path:     "/web/v1/workspaces/ws1/api-keys",
 				IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt}
 			if c != want {
 				t.Errorf("claims = %+v, want %+v", c, want)

@@ -170,6 +170,9 @@ func (c *Config) defaults() error {
 	if len(c.AdminToken) != 0 && len(c.AdminToken) < 16 {
 		return errors.New("admin token must be at least 16 bytes")
 	}
+	if len(c.AdminToken) != 0 && string(c.AdminToken) == string(c.GatewaySecret) {
+		return errors.New("admin token must differ from the gateway secret (the plugin holds the secret)")
+	}
 	return nil
 }
 

@@ -205,6 +205,7 @@ func TestAuthAndOwnership(t *testing.T) {
 	h := start(t)
 	k := h.create("ws_a", `{"name":"k"}`)
 	expired, _ := identity.Sign(gwSecret, identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "OWNER"}, time.Now().Add(-2*time.Minute), time.Minute)
+	otherPath, _ := identity.Sign(gwSecret, identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "OWNER", Path: "/web/v1/workspaces/ws_a/api-keys"}, time.Now(), time.Minute)
 	forged, _ := identity.Sign([]byte("another-secret-entirely-000"), identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "OWNER"}, time.Now(), time.Minute)
 	tests := []struct {
 		name, method, path, auth, body string
@@ -215,6 +216,7 @@ func TestAuthAndOwnership(t *testing.T) {
 		{"gateway secret is not admin", "GET", "/web/v1/workspaces/ws_a/api-keys", "Bearer " + string(gwSecret), "", envelope.Unauthorized},
 		{"expired assertion", "GET", "/web/v1/workspaces/ws_a/api-keys", "assert:" + expired, "", envelope.Unauthorized},
 		{"forged assertion", "GET", "/web/v1/workspaces/ws_a/api-keys", "assert:" + forged, "", envelope.Unauthorized},
+		{"assertion replayed on another path", "DELETE", "/web/v1/workspaces/ws_a/api-keys/" + k.APIKeyID, "assert:" + otherPath, "", envelope.Unauthorized},
 		{"garbage assertion", "GET", "/web/v1/workspaces/ws_a/api-keys", "assert:abc.def.ghi", "", envelope.Unauthorized},
 		{"member role", "GET", "/web/v1/workspaces/ws_a/api-keys", assertion(t, identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "MEMBER"}), "", envelope.NotOwner},
 		{"owner of another workspace", "GET", "/web/v1/workspaces/ws_a/api-keys", owner(t, "ws_b", "P", false), "", envelope.NotOwner},
@@ -514,6 +516,7 @@ func TestStartRefusesBadConfig(t *testing.T) {
 	}{
 		{"no gateway secret", sidecar.Config{Listen: "127.0.0.1:0", DBPath: t.TempDir() + "/a.db"}, "gateway secret is required"},
 		{"short gateway secret", sidecar.Config{Listen: "127.0.0.1:0", DBPath: t.TempDir() + "/b.db", GatewaySecret: []byte("short")}, "at least 16 bytes"},
+		{"admin token equal to the gateway secret", sidecar.Config{Listen: "127.0.0.1:0", DBPath: t.TempDir() + "/d.db", GatewaySecret: gwSecret, AdminToken: gwSecret}, "must differ"},
 		{"bad listen", sidecar.Config{Listen: "256.0.0.1:1", DBPath: t.TempDir() + "/c.db", GatewaySecret: gwSecret}, "listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

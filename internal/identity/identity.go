@@ -36,8 +36,12 @@ type Claims struct {
 	Portal        string `json:"portal"`
 	RequestID     string `json:"requestId"`
 	AllowTestMode bool   `json:"allowTestMode"`
-	IssuedAt      int64  `json:"iat"`
-	ExpiresAt     int64  `json:"exp"`
+	// Path is the request path the assertion was made for: an assertion
+	// seen in transit or in a log cannot be replayed on another key or
+	// operation of the workspace.
+	Path      string `json:"path"`
+	IssuedAt  int64  `json:"iat"`
+	ExpiresAt int64  `json:"exp"`
 }
 
 // ErrInvalid is every reason an assertion is not accepted.
@@ -92,7 +96,7 @@ func Verify(secret []byte, token string, now time.Time) (Claims, error) {
 		jwt.WithTimeFunc(func() time.Time { return now }),
 	)
 	if err != nil || c.ExpiresAt-c.IssuedAt > int64(MaxTTL/time.Second) || c.ExpiresAt <= c.IssuedAt ||
-		c.WorkspaceID == "" || c.Role == "" {
+		c.WorkspaceID == "" || c.Role == "" || c.Path == "" {
 		return Claims{}, ErrInvalid
 	}
 	return c.Claims, nil

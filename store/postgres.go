@@ -561,21 +561,26 @@ func (p *Postgres) Revoke(ctx context.Context, ws, id string, at int64, ev Event
 				return err
 			}
 			out = k
-			e := ev
-			e.APIKeyID, e.WorkspaceID = k.ID, k.WorkspaceID
-			if err := prepEvent(&e, at); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, eventInsert, eventArgs(&e)...); err != nil {
-				return err
-			}
-			return notify(ctx, tx, id)
+			return recordChange(ctx, tx, k, ev, at)
 		})
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// recordChange writes the audit event of a change to key k and notifies
+// every sidecar, in the change's transaction.
+func recordChange(ctx context.Context, tx pgx.Tx, k *Key, ev Event, at int64) error {
+	ev.APIKeyID, ev.WorkspaceID = k.ID, k.WorkspaceID
+	if err := prepEvent(&ev, at); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, eventInsert, eventArgs(&ev)...); err != nil {
+		return err
+	}
+	return notify(ctx, tx, k.ID)
 }
 
 // Roll implements Store, exactly as Bolt.Roll: every secret of the key still
@@ -620,15 +625,7 @@ func (p *Postgres) Roll(ctx context.Context, ws, id string, newHash [32]byte, hi
 			if err != nil {
 				return err
 			}
-			e := ev
-			e.APIKeyID, e.WorkspaceID = k.ID, k.WorkspaceID
-			if err := prepEvent(&e, now); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, eventInsert, eventArgs(&e)...); err != nil {
-				return err
-			}
-			return notify(ctx, tx, id)
+			return recordChange(ctx, tx, k, ev, now)
 		})
 	})
 	if err != nil {

@@ -3,9 +3,11 @@ package main_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -228,4 +230,45 @@ func TestCrashLoop(t *testing.T) {
 		p2.cmd.Wait()
 	}
 	t.Logf("20 kill -9 rounds, %d acknowledged keys, none lost, bbolt check clean", len(acked))
+}
+
+// After kill -9 no key is lost and lastUsedAt is at most one flush interval
+// stale (the flag bounds it to a minute).
+func TestLastUsedAtSurvivesKill9(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "keygate.db")
+	p := launch(t, db, env, "--usage-flush", "200ms")
+	code, data, err := post(p.addr, "/web/v1/workspaces/ws/api-keys", admin, `{"name":"k","scopes":["orders:read"]}`)
+	if err != nil || code != 201 {
+		t.Fatalf("create %d %v", code, err)
+	}
+	id := data["apiKeyId"].(string)
+	used := time.Now().Truncate(time.Second)
+	if !verifyAllowed(t, p.addr, data["secret"].(string)) {
+		t.Fatal("denied")
+	}
+	time.Sleep(600 * time.Millisecond) // past one flush
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.cmd.Wait()
+	p2 := launch(t, db, env)
+	req, _ := http.NewRequest("GET", "http://"+p2.addr+"/web/v1/workspaces/ws/api-keys/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var env struct {
+		Data struct {
+			LastUsedAt *string `json:"lastUsedAt"`
+		} `json:"data"`
+	}
+	json.NewDecoder(res.Body).Decode(&env)
+	if env.Data.LastUsedAt == nil {
+		t.Fatal("key kept but lastUsedAt lost after kill -9")
+	}
+	at, err := time.Parse(time.RFC3339, *env.Data.LastUsedAt)
+	if err != nil || at.Before(used) || at.Sub(used) > time.Minute {
+		t.Fatalf("lastUsedAt %v (used at %v): %v", at, used, err)
+	}
 }

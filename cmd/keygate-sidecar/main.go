@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/keygate/keygate/sidecar"
 )
@@ -40,6 +41,7 @@ func run() error {
 	db := flag.String("db", "./data/keygate.db", "bbolt database file (its directory is created)")
 	storeURL := flag.String("store", "", "PostgreSQL URL (postgres://user@host:5432/db) shared by several sidecars, instead of --db")
 	scopesFile := flag.String("scopes-file", "", "optional scope catalog, one scope code a line")
+	usageFlush := flag.Duration("usage-flush", 30*time.Second, "how often lastUsedAt marks are written (a crash loses at most this much of them)")
 	gwFile := flag.String("gateway-secret-file", "", "file holding the gateway secret (else KEYGATE_GATEWAY_SECRET)")
 	adminFile := flag.String("admin-token-file", "", "file holding the admin token (else KEYGATE_ADMIN_TOKEN; admin API off without it)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
@@ -63,7 +65,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cfg := sidecar.Config{Listen: *listen, DBPath: *db, StoreURL: *storeURL, GatewaySecret: gw, AdminToken: admin, Logger: log}
+	if *usageFlush <= 0 || *usageFlush > time.Minute {
+		return errors.New("--usage-flush must be more than 0 and at most 1m (lastUsedAt is accurate to a minute)")
+	}
+	cfg := sidecar.Config{Listen: *listen, DBPath: *db, StoreURL: *storeURL, GatewaySecret: gw, AdminToken: admin, Logger: log,
+		UsageFlushInterval: *usageFlush}
 	if *scopesFile != "" {
 		if cfg.Scopes, err = sidecar.LoadScopes(*scopesFile); err != nil {
 			return err

@@ -48,6 +48,16 @@ fuzz-long:
 bench:
 	$(GO) test -run XXX -bench . -benchtime 2s ./store ./internal/...
 
+# Load benchmarks (docs/BENCHMARKS.md): manual, minutes each, need wrk
+# (installed from Debian if missing); never run by CI.
+.PHONY: bench-http bench-scale bench-gateway
+bench-http:
+	bench/http.sh
+bench-scale:
+	bench/scale.sh
+bench-gateway:
+	bench/gateway.sh
+
 # The sidecar alone on its embedded bbolt (secrets for development only).
 run: build
 	KEYGATE_GATEWAY_SECRET=$${KEYGATE_GATEWAY_SECRET:-dev-gateway-secret-change-me} \

@@ -119,3 +119,40 @@ func TestVerifyCacheHint(t *testing.T) {
 		})
 	}
 }
+
+// Bodies shaped like the plugin's are decided the same on the fast path
+// (the parameters after the key remembered from an earlier request) as on
+// the first, fully decoded one; a different tail is parsed anew.
+func TestVerifyPluginShapedBodies(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	good := h.create("ws", `{"name":"k","scopes":["a:b"]}`)
+	test := h.create("ws", `{"name":"t","scopes":["a:b"],"mode":2}`)
+	send := func(key, tail string) verifyData {
+		r := h.do("POST", "/internal/v1/verify", "Bearer "+string(gwSecret), `{"key":"`+key+`"`+tail)
+		var v verifyData
+		r.data(t, &v)
+		return v
+	}
+	live := `,"requiredScopes":["a:b"],"allowedModes":["LIVE"]}`
+	other := `,"requiredScopes":["c:d"],"allowedModes":["LIVE"]}`
+	both := `,"requiredScopes":["a:b"],"allowedModes":["LIVE","TEST"]}`
+	for round := range 3 { // round 0 decodes in full, later rounds take the fast path
+		for _, tc := range []struct {
+			key, tail string
+			allow     bool
+			deny      string
+		}{
+			{good.Secret, live, true, ""},
+			{good.Secret, other, false, "4033"},
+			{test.Secret, live, false, "4035"},
+			{test.Secret, both, true, ""},
+			{apikey.NewSecret(apikey.Live).Reveal(), live, false, "4012"},
+			{strings.Repeat("x", apikey.SecretLen), live, false, "4012"},
+		} {
+			if v := send(tc.key, tc.tail); v.Allow != tc.allow || v.DenyCode != tc.deny {
+				t.Fatalf("round %d, tail %s: %+v", round, tc.tail, v)
+			}
+		}
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate/api"
@@ -126,8 +127,12 @@ type Server struct {
 	metrics *metrics
 	usage   *usage
 	cacheMs int // how long the plugin may cache a verify answer
-	done    chan error
-	stop    sync.Once
+	// verifyTails remembers the parameters of verify bodies by what follows
+	// the key (see parseVerify); verifyTailCount bounds it.
+	verifyTails     sync.Map
+	verifyTailCount atomic.Int64
+	done            chan error
+	stop            sync.Once
 }
 
 func (c *Config) defaults() error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/keygate/keygate/internal/apikey"
@@ -13,6 +14,13 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// verifyParams are the request facts of a verify body other than the key.
+type verifyParams struct {
+	scopes   []string
+	modes    apikey.Modes
+	clientIP netip.Addr
+}
+
 // handleVerify answers POST /internal/v1/verify: 200 with the decision for
 // every well-formed request; 401/4010 without the gateway secret.
 func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
@@ -20,32 +28,13 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 		reply(ctx, rid, envelope.Unauthorized, "", nil)
 		return
 	}
-	var req apikey.VerifyRequest
-	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
-		reply(ctx, rid, envelope.BadRequest, "body must be a verify request object", nil)
+	key, params, err := s.parseVerify(ctx.PostBody())
+	if err != nil {
+		s.replyErr(ctx, rid, err)
 		return
 	}
-	r := apikey.Request{Now: time.Now().Unix(), RequiredScopes: req.RequiredScopes}
-	for _, m := range req.AllowedModes {
-		mode, ok := apikey.ParseMode(m)
-		if !ok {
-			reply(ctx, rid, envelope.BadRequest, "allowedModes entries must be LIVE or TEST", nil)
-			return
-		}
-		r.AllowedModes |= apikey.ModesOf(mode)
-	}
-	if len(req.AllowedModes) == 0 {
-		r.AllowedModes = apikey.ModesOf(apikey.Live)
-	}
-	if req.ClientIP != "" {
-		ip, err := netip.ParseAddr(req.ClientIP)
-		if err != nil {
-			reply(ctx, rid, envelope.BadRequest, "clientIp must be an IP address", nil)
-			return
-		}
-		r.ClientIP = ip
-	}
-	facts, err := s.lookup(ctx, req.Key)
+	r := apikey.Request{Now: time.Now().Unix(), RequiredScopes: params.scopes, AllowedModes: params.modes, ClientIP: params.clientIP}
+	facts, err := s.lookup(key)
 	if err != nil {
 		code := storeCode(err)
 		s.log.Error("verify lookup failed", "requestId", rid, "err", err)
@@ -54,57 +43,131 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 		return
 	}
 	d := apikey.Decide(facts, &r)
-	var data []byte
-	if d == apikey.DenyInvalid {
-		data, _ = json.Marshal(apikey.VerifyDenied{DenyCode: d.Code(), CacheMs: s.cacheMs})
-	} else {
-		res := apikey.VerifyResult{Allow: d == apikey.Allow, DenyCode: d.Code(),
-			APIKeyID: facts.APIKeyID, WorkspaceID: facts.WorkspaceID, Mode: facts.Mode.String(),
-			Scopes: facts.Scopes, IPWhitelist: make([]string, len(facts.IPWhitelist)), CacheMs: s.cacheMs}
-		if res.Scopes == nil {
-			res.Scopes = []string{}
-		}
-		for i, p := range facts.IPWhitelist {
-			res.IPWhitelist[i] = prefixString(p)
-		}
-		if facts.ExpiresAt != 0 {
-			res.ExpiresAt = rfc3339(facts.ExpiresAt)
-		}
-		data, _ = json.Marshal(res)
-	}
 	if d == apikey.Allow {
 		s.usage.used(facts.APIKeyID, r.Now)
 		s.metrics.countVerify(envelope.OK)
 	} else {
 		s.metrics.countVerify(envelope.Code(d.Code()))
 	}
-	reply(ctx, rid, envelope.OK, "", data)
+	var buf [512]byte
+	reply(ctx, rid, envelope.OK, "", appendVerifyData(buf[:0], d, facts, s.cacheMs))
+}
+
+// parseVerify reads a verify body. The plugin sends the same body after the
+// key for every request of a route ({"key":"…","requiredScopes":[…],
+// "allowedModes":[…]}), so that tail is parsed once and its parameters
+// kept (a bounded map); anything else is decoded in full.
+func (s *Server) parseVerify(body []byte) (string, *verifyParams, error) {
+	const head = `{"key":"`
+	if len(body) > len(head)+apikey.SecretLen && string(body[:len(head)]) == head && body[len(head)+apikey.SecretLen] == '"' {
+		tail := body[len(head)+apikey.SecretLen+1:]
+		if p, ok := s.verifyTails.Load(string(tail)); ok {
+			return string(body[len(head) : len(head)+apikey.SecretLen]), p.(*verifyParams), nil
+		}
+	}
+	var req apikey.VerifyRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return "", nil, badRequest("body must be a verify request object")
+	}
+	p := &verifyParams{scopes: req.RequiredScopes}
+	for _, m := range req.AllowedModes {
+		mode, ok := apikey.ParseMode(m)
+		if !ok {
+			return "", nil, badRequest("allowedModes entries must be LIVE or TEST")
+		}
+		p.modes |= apikey.ModesOf(mode)
+	}
+	if len(req.AllowedModes) == 0 {
+		p.modes = apikey.ModesOf(apikey.Live)
+	}
+	if req.ClientIP != "" {
+		ip, err := netip.ParseAddr(req.ClientIP)
+		if err != nil {
+			return "", nil, badRequest("clientIp must be an IP address")
+		}
+		p.clientIP = ip
+	}
+	// Remember the tail of a body shaped like the plugin's, without a
+	// client address (that one varies per request).
+	if len(req.Key) == apikey.SecretLen && req.ClientIP == "" && s.verifyTailCount.Load() < maxVerifyTails {
+		head := `{"key":"` + req.Key + `"`
+		if len(body) > len(head) && string(body[:len(head)]) == head {
+			if _, loaded := s.verifyTails.LoadOrStore(string(body[len(head):]), p); !loaded {
+				s.verifyTailCount.Add(1)
+			}
+		}
+	}
+	return req.Key, p, nil
+}
+
+// maxVerifyTails bounds the remembered verify bodies: one per route policy
+// in practice.
+const maxVerifyTails = 1024
+
+// appendVerifyData appends the data of a verify answer: the decision, and
+// the key facts unless the key is not valid.
+func appendVerifyData(b []byte, d apikey.Decision, f *apikey.Facts, cacheMs int) []byte {
+	if d == apikey.Allow {
+		b = append(b, `{"allow":true,"denyCode":""`...)
+	} else {
+		b = append(b, `{"allow":false,"denyCode":"`...)
+		b = append(b, d.Code()...)
+		b = append(b, '"')
+	}
+	if d != apikey.DenyInvalid {
+		b = append(b, `,"apiKeyId":`...)
+		b = envelope.AppendString(b, f.APIKeyID)
+		b = append(b, `,"workspaceId":`...)
+		b = envelope.AppendString(b, f.WorkspaceID)
+		b = append(b, `,"mode":"`...)
+		b = append(b, f.Mode.String()...)
+		b = append(b, `","scopes":[`...)
+		for i, sc := range f.Scopes {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = envelope.AppendString(b, sc)
+		}
+		b = append(b, `],"ipWhitelist":[`...)
+		for i, p := range f.IPWhitelist {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			if p.IsSingleIP() {
+				b = p.Addr().AppendTo(b)
+			} else {
+				b = p.AppendTo(b)
+			}
+			b = append(b, '"')
+		}
+		b = append(b, ']')
+		if f.ExpiresAt != 0 {
+			b = append(b, `,"expiresAt":"`...)
+			b = time.Unix(f.ExpiresAt, 0).UTC().AppendFormat(b, time.RFC3339)
+			b = append(b, '"')
+		}
+	}
+	b = append(b, `,"cacheMs":`...)
+	b = strconv.AppendInt(b, int64(cacheMs), 10)
+	return append(b, '}')
 }
 
 // lookup returns the facts of a presented key, or nil when it is malformed
-// or unknown. A bad checksum never reaches the store.
-func (s *Server) lookup(ctx *fasthttp.RequestCtx, key string) (*apikey.Facts, error) {
+// or unknown. A bad checksum never reaches the store. The store call has no
+// deadline of ours: a cache hit needs none, bbolt reads do not block, and
+// the PostgreSQL store bounds calls without one itself.
+func (s *Server) lookup(key string) (*apikey.Facts, error) {
 	if _, ok := apikey.ParseSecret(key); !ok {
 		return nil, nil
 	}
 	start := time.Now()
-	sc, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	f, err := s.store.Lookup(sc, apikey.Hash(key))
+	f, err := s.store.Lookup(context.Background(), apikey.Hash(key))
 	s.metrics.observe("lookup", start)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}
 	return f, err
-}
-
-// prefixString writes a whitelist entry as stored: single addresses without
-// their full-length prefix.
-func prefixString(p netip.Prefix) string {
-	if p.IsSingleIP() {
-		return p.Addr().String()
-	}
-	return p.String()
 }
 
 func rfc3339(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }

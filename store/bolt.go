@@ -131,7 +131,7 @@ func (b *Bolt) Create(ctx context.Context, k *Key, h [32]byte, ev Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	k.Secrets = []SecretRef{{Hash: h}}
+	k.Secrets = []SecretRef{{Hash: SecretHash(h)}}
 	val, err := json.Marshal(k)
 	if err != nil {
 		return err
@@ -356,7 +356,7 @@ func (b *Bolt) Roll(ctx context.Context, ws, id string, newHash [32]byte, hint s
 			}
 			kept = append(kept, ref)
 		}
-		k.Secrets = append(kept, SecretRef{Hash: newHash})
+		k.Secrets = append(kept, SecretRef{Hash: SecretHash(newHash)})
 		if err := hashes.Put(newHash[:], hashValue(id, 0)); err != nil {
 			return err
 		}
@@ -371,6 +371,18 @@ func (b *Bolt) Roll(ctx context.Context, ws, id string, newHash [32]byte, hint s
 	return out, mapErr(err)
 }
 
+// lookupRecord is the part of a stored Key that a verification needs;
+// decoding only it skips the name, hint and secrets of the record.
+type lookupRecord struct {
+	ID          string      `json:"id"`
+	WorkspaceID string      `json:"ws"`
+	Mode        apikey.Mode `json:"mode"`
+	Scopes      []string    `json:"scopes"`
+	IPWhitelist []string    `json:"ips"`
+	ExpiresAt   int64       `json:"expires"`
+	RevokedAt   int64       `json:"revoked"`
+}
+
 // Lookup implements Store.
 func (b *Bolt) Lookup(ctx context.Context, h [32]byte) (*apikey.Facts, error) {
 	var f *apikey.Facts
@@ -379,10 +391,17 @@ func (b *Bolt) Lookup(ctx context.Context, h [32]byte) (*apikey.Facts, error) {
 		if len(hv) != apikey.IDLen+8 {
 			return ErrNotFound
 		}
-		k, err := getKey(tx, "", string(hv[:apikey.IDLen]))
-		if err != nil {
-			return err
+		v := tx.Bucket(bKeys).Get(hv[:apikey.IDLen])
+		if v == nil {
+			return ErrNotFound
 		}
+		var r lookupRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("store: decode key %s: %w", hv[:apikey.IDLen], err)
+		}
+		k := Key{ID: r.ID, WorkspaceID: r.WorkspaceID, Mode: r.Mode, Scopes: r.Scopes, IPWhitelist: r.IPWhitelist,
+			ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt}
+		var err error
 		f, err = k.Facts(int64(binary.BigEndian.Uint64(hv[apikey.IDLen:])))
 		return err
 	})

@@ -54,7 +54,7 @@ func (b *Bolt) BulkCreate(ctx context.Context, keys []BulkKey) error {
 		recs := make([]rec, len(chunk))
 		for i := range chunk {
 			bk := &chunk[i]
-			bk.Key.Secrets = []SecretRef{{Hash: bk.SecretHash}}
+			bk.Key.Secrets = []SecretRef{{Hash: SecretHash(bk.SecretHash)}}
 			val, err := json.Marshal(bk.Key)
 			if err != nil {
 				return fmt.Errorf("bulk create: %d of %d keys stored: %w", done, len(keys), err)

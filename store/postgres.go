@@ -440,7 +440,7 @@ func prepEvent(ev *Event, at int64) error {
 
 // Create implements Store: key, secret hash and event in one statement.
 func (p *Postgres) Create(ctx context.Context, k *Key, h [32]byte, ev Event) error {
-	k.Secrets = []SecretRef{{Hash: h}}
+	k.Secrets = []SecretRef{{Hash: SecretHash(h)}}
 	ev.APIKeyID, ev.WorkspaceID = k.ID, k.WorkspaceID
 	if err := prepEvent(&ev, k.CreatedAt); err != nil {
 		return err

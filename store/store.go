@@ -21,6 +21,7 @@ package store
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/netip"
 
@@ -60,8 +61,26 @@ type Key struct {
 
 // SecretRef is one secret of a key, by hash.
 type SecretRef struct {
-	Hash  [32]byte `json:"h"`
-	Until int64    `json:"u,omitempty"` // Unix seconds; 0 = current
+	Hash  SecretHash `json:"h"`
+	Until int64      `json:"u,omitempty"` // Unix seconds; 0 = current
+}
+
+// SecretHash is the SHA-256 of a secret. It is stored in JSON as base64 (44
+// bytes, not the 100-odd of a JSON array of numbers).
+type SecretHash [32]byte
+
+// MarshalText implements encoding.TextMarshaler.
+func (h SecretHash) MarshalText() ([]byte, error) {
+	return base64.StdEncoding.AppendEncode(nil, h[:]), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (h *SecretHash) UnmarshalText(b []byte) error {
+	n, err := base64.StdEncoding.Decode(h[:], b)
+	if err == nil && n != len(h) {
+		err = errors.New("store: secret hash is not 32 bytes")
+	}
+	return err
 }
 
 // Status is the key's status at now (Unix seconds).
@@ -78,7 +97,7 @@ func (k *Key) Status(now int64) string {
 // Facts returns the decision facts of the key for a secret valid until
 // validUntil (0: as long as the key).
 func (k *Key) Facts(validUntil int64) (*apikey.Facts, error) {
-	p, err := apikey.Prefixes(k.IPWhitelist)
+	p, err := apikey.ParseCanonical(k.IPWhitelist)
 	if err != nil {
 		return nil, err
 	}

@@ -136,6 +136,30 @@ func ParseIPWhitelist(list []string) ([]string, []netip.Prefix, error) {
 	return strs, prefixes, nil
 }
 
+// ParseCanonical parses whitelist entries already in canonical form (as
+// stored or as the sidecar answers them) without the checks and messages
+// of ParseIPWhitelist: a single address or a masked CIDR, nothing else.
+func ParseCanonical(list []string) ([]netip.Prefix, error) {
+	if len(list) == 0 {
+		return nil, nil
+	}
+	out := make([]netip.Prefix, len(list))
+	for i, s := range list {
+		var err error
+		if strings.IndexByte(s, '/') < 0 {
+			var a netip.Addr
+			a, err = netip.ParseAddr(s)
+			out[i] = netip.PrefixFrom(a, a.BitLen())
+		} else {
+			out[i], err = netip.ParsePrefix(s)
+		}
+		if err != nil || out[i].Addr().Zone() != "" || out[i].Masked() != out[i] {
+			return nil, fmt.Errorf("whitelist entry %d is not canonical", i)
+		}
+	}
+	return out, nil
+}
+
 // Prefixes parses canonical whitelist strings (as stored) into prefixes.
 // Entries that do not parse are returned as an error.
 func Prefixes(list []string) ([]netip.Prefix, error) {

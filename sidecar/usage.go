@@ -69,6 +69,16 @@ func (u *usage) flusher(st store.Store, every time.Duration, log *slog.Logger) {
 			return // kept for the next tick
 		}
 		pending = map[string]int64{}
+		// Forget keys not used in the last minute, so the map holds the
+		// keys in use, not every key ever used. A use racing the delete
+		// at worst sends one more mark for the same minute.
+		cutoff := time.Now().Unix()/60 - 1
+		u.last.Range(func(k, v any) bool {
+			if v.(*atomic.Int64).Load() < cutoff {
+				u.last.Delete(k)
+			}
+			return true
+		})
 	}
 	for {
 		select {

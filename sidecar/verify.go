@@ -87,9 +87,10 @@ func (s *Server) parseVerify(body []byte) (string, *verifyParams, error) {
 		}
 		p.clientIP = ip
 	}
-	// Remember the tail of a body shaped like the plugin's, without a
-	// client address (that one varies per request).
-	if len(req.Key) == apikey.SecretLen && req.ClientIP == "" && s.verifyTailCount.Load() < maxVerifyTails {
+	// Remember the tail of a body shaped like the plugin's (bounded: a
+	// caller varying clientIp per request fills the map, then is decoded
+	// in full as before).
+	if len(req.Key) == apikey.SecretLen && s.verifyTailCount.Load() < maxVerifyTails {
 		head := `{"key":"` + req.Key + `"`
 		if len(body) > len(head) && string(body[:len(head)]) == head {
 			if _, loaded := s.verifyTails.LoadOrStore(string(body[len(head):]), p); !loaded {

@@ -312,7 +312,7 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 
 // requestID returns the client's X-Request-Id when it is sane, else a new one.
 func requestID(ctx *fasthttp.RequestCtx) string {
-	if v := ctx.Request.Header.Peek("X-Request-Id"); envelope.ValidRequestID(string(v)) {
+	if v := ctx.Request.Header.Peek("X-Request-Id"); envelope.ValidRequestID(v) {
 		return string(v)
 	}
 	return envelope.NewRequestID()
@@ -466,8 +466,8 @@ func methodNotAllowed(ctx *fasthttp.RequestCtx, rid, allow string) envelope.Code
 
 // bearer returns the token of an "Authorization: Bearer" header.
 func bearer(ctx *fasthttp.RequestCtx) []byte {
-	tok, _ := identity.Bearer(string(ctx.Request.Header.Peek("Authorization")))
-	return []byte(tok)
+	tok, _ := identity.Bearer(ctx.Request.Header.Peek("Authorization"))
+	return tok
 }
 
 func equalSecret(got, want []byte) bool {

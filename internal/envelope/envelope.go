@@ -223,7 +223,7 @@ func AppendString(dst []byte, s string) []byte {
 // ValidRequestID reports whether a client's X-Request-Id may be kept: 1–128
 // visible ASCII characters other than '"' and '\\'. The plugin and the
 // sidecar apply the same rule, so both log and answer the same id.
-func ValidRequestID(s string) bool {
+func ValidRequestID[T string | []byte](s T) bool {
 	if len(s) == 0 || len(s) > 128 {
 		return false
 	}

@@ -9,7 +9,6 @@ package identity
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -104,15 +103,32 @@ func Verify(secret []byte, token string, now time.Time) (Claims, error) {
 
 // Bearer returns the token of an Authorization value "Bearer <token>": the
 // scheme case-insensitive, spaces or tabs around the token allowed, none
-// inside it.
-func Bearer(v string) (string, bool) {
+// inside it. It takes a string or the bytes of a header, without copying.
+func Bearer[T string | []byte](v T) (T, bool) {
 	const scheme = "bearer"
-	if len(v) <= len(scheme)+1 || !strings.EqualFold(v[:len(scheme)], scheme) || (v[len(scheme)] != ' ' && v[len(scheme)] != '\t') {
-		return "", false
+	var zero T
+	if len(v) <= len(scheme)+1 || (v[len(scheme)] != ' ' && v[len(scheme)] != '\t') {
+		return zero, false
 	}
-	tok := strings.Trim(v[len(scheme):], " \t")
-	if tok == "" || strings.ContainsAny(tok, " \t") {
-		return "", false
+	for i := 0; i < len(scheme); i++ {
+		if v[i]|0x20 != scheme[i] {
+			return zero, false
+		}
 	}
-	return tok, true
+	start, end := len(scheme), len(v)
+	for start < end && (v[start] == ' ' || v[start] == '\t') {
+		start++
+	}
+	for end > start && (v[end-1] == ' ' || v[end-1] == '\t') {
+		end--
+	}
+	if start == end {
+		return zero, false
+	}
+	for i := start; i < end; i++ {
+		if v[i] == ' ' || v[i] == '\t' {
+			return zero, false
+		}
+	}
+	return v[start:end], true
 }

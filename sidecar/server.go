@@ -25,7 +25,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate/api"
@@ -128,11 +127,11 @@ type Server struct {
 	usage   *usage
 	cacheMs int // how long the plugin may cache a verify answer
 	// verifyTails remembers the parameters of verify bodies by what follows
-	// the key (see parseVerify); verifyTailCount bounds it.
-	verifyTails     sync.Map
-	verifyTailCount atomic.Int64
-	done            chan error
-	stop            sync.Once
+	// the key (see parseVerify), at most maxVerifyTails of them.
+	tailsMu     sync.RWMutex
+	verifyTails map[string]*verifyParams
+	done        chan error
+	stop        sync.Once
 }
 
 func (c *Config) defaults() error {
@@ -186,7 +185,8 @@ func Start(cfg Config) (*Server, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1),
+		verifyTails: map[string]*verifyParams{}}
 	st := cfg.Store
 	switch {
 	case st == nil && cfg.StoreURL != "":

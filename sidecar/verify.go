@@ -61,8 +61,11 @@ func (s *Server) parseVerify(body []byte) (string, *verifyParams, error) {
 	const head = `{"key":"`
 	if len(body) > len(head)+apikey.SecretLen && string(body[:len(head)]) == head && body[len(head)+apikey.SecretLen] == '"' {
 		tail := body[len(head)+apikey.SecretLen+1:]
-		if p, ok := s.verifyTails.Load(string(tail)); ok {
-			return string(body[len(head) : len(head)+apikey.SecretLen]), p.(*verifyParams), nil
+		s.tailsMu.RLock()
+		p := s.verifyTails[string(tail)] // map index: no copy of tail
+		s.tailsMu.RUnlock()
+		if p != nil {
+			return string(body[len(head) : len(head)+apikey.SecretLen]), p, nil
 		}
 	}
 	var req apikey.VerifyRequest
@@ -90,12 +93,14 @@ func (s *Server) parseVerify(body []byte) (string, *verifyParams, error) {
 	// Remember the tail of a body shaped like the plugin's (bounded: a
 	// caller varying clientIp per request fills the map, then is decoded
 	// in full as before).
-	if len(req.Key) == apikey.SecretLen && s.verifyTailCount.Load() < maxVerifyTails {
+	if len(req.Key) == apikey.SecretLen {
 		head := `{"key":"` + req.Key + `"`
 		if len(body) > len(head) && string(body[:len(head)]) == head {
-			if _, loaded := s.verifyTails.LoadOrStore(string(body[len(head):]), p); !loaded {
-				s.verifyTailCount.Add(1)
+			s.tailsMu.Lock()
+			if len(s.verifyTails) < maxVerifyTails {
+				s.verifyTails[string(body[len(head):])] = p
 			}
+			s.tailsMu.Unlock()
 		}
 	}
 	return req.Key, p, nil

@@ -258,7 +258,7 @@ func run(repo string, keep bool) error {
 	if items, ok := r.data["items"].([]any); ok {
 		for _, it := range items {
 			e := it.(map[string]any)
-			fmt.Printf("   %v %-8v by %v\n", e["at"], e["action"], e["actor"])
+			fmt.Printf("   %v %-8v by %s\n", e["at"], e["action"], actor(e["actor"]))
 		}
 	}
 
@@ -290,6 +290,15 @@ func run(repo string, keep bool) error {
 func consoleURL(gateway, ownerJWT string) string {
 	f := url.Values{"token": {ownerJWT}, "workspace": {workspace}, "portalCode": {partnerCode}, "portal": {"PARTNER"}}
 	return gateway + "/console/#" + f.Encode()
+}
+
+// actor prints an audit event's actor.
+func actor(v any) string {
+	a, _ := v.(map[string]any)
+	if a["admin"] == true {
+		return "the admin"
+	}
+	return fmt.Sprintf("%v (portal %v)", a["sub"], a["portal"])
 }
 
 func step(s string) { fmt.Printf("\n▶ %s\n", s) }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,3 +249,47 @@ func TestEnforceBrokenAnswers(t *testing.T) {
 }
 
 func validSecret(s string) bool { _, ok := apikey.ParseSecret(s); return ok }
+
+// The plugin caches a verify answer for the shorter of cache_ttl_ms and the
+// sidecar's cacheMs, so a sidecar whose own view may lag keeps the 1 s
+// revocation bound.
+func TestEnforceObeysCacheMs(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		cacheMs     string
+		wantRefetch bool
+	}{
+		{"cacheMs 300 shortens the 1000 ms TTL", `,"cacheMs":300`, true},
+		{"no cacheMs: cache_ttl_ms", ``, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var calls atomic.Int64
+			id := apikey.NewID(apikey.Live)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				io.WriteString(w, `{"version":"1.3.0","timestamp":1,"success":true,"code":"2000","message":"SUCCESS","data":{"allow":true,"denyCode":"",`+
+					`"apiKeyId":"`+id+`","workspaceId":"ws1","mode":"LIVE","scopes":["payment:read"],"ipWhitelist":[]`+tc.cacheMs+`}}`)
+			}))
+			defer srv.Close()
+			key := apikey.NewSecret(apikey.Live).Reveal()
+			call := func() {
+				e := serve(t, enforceConfig(srv.URL), keyRequest(http.Header{"X-Api-Key": {key}}), "")
+				if e.ClientRes.Status >= 400 {
+					t.Fatalf("rejected: %d %s", e.ClientRes.Status, e.ClientRes.Body)
+				}
+			}
+			call()
+			call()
+			if n := calls.Load(); n != 1 {
+				t.Fatalf("second request asked the sidecar again (%d calls)", n)
+			}
+			time.Sleep(400 * time.Millisecond)
+			call()
+			if refetched := calls.Load() == 2; refetched != tc.wantRefetch {
+				t.Fatalf("after 400 ms: %d sidecar calls, want refetch %v", calls.Load(), tc.wantRefetch)
+			}
+		})
+	}
+}

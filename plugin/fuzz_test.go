@@ -32,6 +32,7 @@ type fakeKong struct {
 
 func (f *fakeKong) headers() (map[string][]string, error)  { return f.h, nil }
 func (f *fakeKong) path() (string, error)                  { return f.p, nil }
+func (f *fakeKong) method() (string, error)                { return "GET", nil }
 func (f *fakeKong) forwardedIP() (string, error)           { return f.ip, nil }
 func (f *fakeKong) authenticate(id string) error           { f.authID = id; return nil }
 func (f *fakeKong) setHeaders(h map[string][]string) error { f.set = h; return nil }

@@ -161,6 +161,7 @@ func wantCalls(t *testing.T, e *kongEnv, want ...string) {
 const (
 	pdkGetHeaders  = "kong.request.get_headers"
 	pdkGetPath     = "kong.request.get_path"
+	pdkGetMethod   = "kong.request.get_method"
 	pdkExit        = "kong.response.exit"
 	pdkAuth        = "kong.client.authenticate"
 	pdkSetHeaders  = "kong.service.request.set_headers"

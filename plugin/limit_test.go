@@ -259,7 +259,7 @@ func TestLimiterManage(t *testing.T) {
 	if e.exited() {
 		t.Fatalf("other client rejected: %d %s", e.ClientRes.Status, e.ClientRes.Body)
 	}
-	wantCalls(t, e, pdkGetHeaders, pdkFwdIP, pdkGetPath, pdkSetHeaders, pdkClearHeader)
+	wantCalls(t, e, pdkGetHeaders, pdkFwdIP, pdkGetPath, pdkGetMethod, pdkSetHeaders, pdkClearHeader)
 	// 4030 and 4032 are not counted: the token was valid.
 	for range 3 {
 		wantReject(t, serve(t, cfg, manageRequest(good, "/web/v1/workspaces/ws2/api-keys", "code-partner", nil), "198.51.100.22"), envelope.NotOwner)
@@ -269,7 +269,7 @@ func TestLimiterManage(t *testing.T) {
 	if e.exited() {
 		t.Fatalf("not recovered after Retry-After: %d %s", e.ClientRes.Status, e.ClientRes.Body)
 	}
-	wantCalls(t, e, pdkGetHeaders, pdkGetPath, pdkSetHeaders, pdkClearHeader)
+	wantCalls(t, e, pdkGetHeaders, pdkGetPath, pdkGetMethod, pdkSetHeaders, pdkClearHeader)
 }
 
 // TestLimiterSharedBySettings: instances (routes) with the same limiter

@@ -62,6 +62,12 @@ func (r *call) manage(h map[string][]string) {
 		r.reject(envelope.UnknownPortal)
 		return
 	}
+	method, err := r.k.method()
+	if err != nil {
+		logger().Error("keygate: kong.request.get_method failed", "err", err.Error(), "request_id", r.reqID)
+		r.reject(envelope.Internal)
+		return
+	}
 	assertion, err := identity.Sign(in.secret, identity.Claims{
 		Subject:       sub,
 		WorkspaceID:   ws,
@@ -70,6 +76,7 @@ func (r *call) manage(h map[string][]string) {
 		RequestID:     r.reqID,
 		AllowTestMode: in.testPortals[portal],
 		Path:          path,
+		Method:        method,
 	}, in.now(), identityTTL)
 	if err != nil {
 		logger().Error("keygate: signing the identity assertion failed", "err", err.Error(), "request_id", r.reqID)

@@ -131,7 +131,7 @@ func TestManage(t *testing.T) {
 				if e.exited() {
 					t.Fatalf("rejected with %d %s, want proxied", e.ClientRes.Status, e.ClientRes.Body)
 				}
-				wantCalls(t, e, pdkGetHeaders, pdkGetPath, pdkSetHeaders, pdkClearHeader)
+				wantCalls(t, e, pdkGetHeaders, pdkGetPath, pdkGetMethod, pdkSetHeaders, pdkClearHeader)
 			case envelope.Unauthorized:
 				wantReject(t, e, tc.want)
 				// The failed-verification limiter asks who failed.
@@ -188,7 +188,7 @@ func TestManageIdentity(t *testing.T) {
 			if e.exited() {
 				t.Fatalf("rejected: %s", e.ClientRes.Body)
 			}
-			wantCalls(t, e, pdkGetHeaders, pdkGetPath, pdkClearHeader, pdkSetHeaders, pdkClearHeader)
+			wantCalls(t, e, pdkGetHeaders, pdkGetPath, pdkGetMethod, pdkClearHeader, pdkSetHeaders, pdkClearHeader)
 			got := e.ServiceReq.Headers.Values(identity.Header)
 			if len(got) != 1 || got[0] == forged {
 				t.Fatalf("identity header = %q: the client's was not replaced", got)
@@ -198,7 +198,7 @@ func TestManageIdentity(t *testing.T) {
 				t.Fatalf("identity.Verify: %v", err)
 			}
 			want := identity.Claims{Subject: "user-1", WorkspaceID: "ws1", Role: "OWNER", Portal: tc.name, RequestID: "req-123", AllowTestMode: tc.testMode,
-				Path:     "/web/v1/workspaces/ws1/api-keys",
+				Path: "/web/v1/workspaces/ws1/api-keys", Method: "GET",
 				IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt}
 			if c != want {
 				t.Errorf("claims = %+v, want %+v", c, want)

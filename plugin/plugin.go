@@ -35,6 +35,7 @@ const MaxHeaders = 1000
 type kongAPI interface {
 	headers() (map[string][]string, error)
 	path() (string, error)
+	method() (string, error)
 	forwardedIP() (string, error)
 	authenticate(credentialID string) error
 	setHeaders(map[string][]string) error
@@ -46,6 +47,7 @@ type pdkAPI struct{ k *pdk.PDK }
 
 func (a pdkAPI) headers() (map[string][]string, error) { return a.k.Request.GetHeaders(MaxHeaders) }
 func (a pdkAPI) path() (string, error)                 { return a.k.Request.GetPath() }
+func (a pdkAPI) method() (string, error)               { return a.k.Request.GetMethod() }
 func (a pdkAPI) forwardedIP() (string, error)          { return a.k.Client.GetForwardedIp() }
 func (a pdkAPI) authenticate(id string) error {
 	// No consumer: keygate keys are not Kong consumers. Kong requires a

@@ -121,7 +121,7 @@ func (h *harness) do(method, path, auth string, body string, hdr ...string) resp
 	case strings.HasPrefix(auth, "claims:"):
 		var c identity.Claims
 		json.Unmarshal([]byte(strings.TrimPrefix(auth, "claims:")), &c)
-		c.Path = req.URL.EscapedPath()
+		c.Path, c.Method = req.URL.EscapedPath(), method
 		tok, err := identity.Sign(gwSecret, c, time.Now(), time.Minute)
 		if err != nil {
 			h.t.Fatal(err)

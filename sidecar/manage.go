@@ -107,7 +107,7 @@ func allowed(allow, method string) bool {
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, ws string) (caller, error) {
 	if tok := ctx.Request.Header.Peek(identity.Header); len(tok) > 0 {
 		c, err := identity.Verify(s.cfg.GatewaySecret, string(tok), time.Now())
-		if err != nil || c.Path != string(ctx.Request.URI().PathOriginal()) {
+		if err != nil || c.Path != string(ctx.Request.URI().PathOriginal()) || c.Method != string(ctx.Method()) {
 			return caller{}, envelope.Errorf(envelope.Unauthorized, "")
 		}
 		who := caller{actor: store.Actor{Sub: c.Subject, Portal: c.Portal}, allowTestMode: c.AllowTestMode}

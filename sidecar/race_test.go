@@ -156,3 +156,23 @@ func TestVerifyPluginShapedBodies(t *testing.T) {
 		}
 	}
 }
+
+// A body with a second "key" field is decided on the key a full decode
+// reads (the last), also after a plugin-shaped body was seen.
+func TestVerifyDuplicateKeyField(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	good := h.create("ws", `{"name":"k","scopes":["a:b"]}`)
+	unknown := apikey.NewSecret(apikey.Live).Reveal()
+	tail := `,"KEY":"` + good.Secret + `","requiredScopes":["a:b"],"allowedModes":["LIVE"]}`
+	for range 3 {
+		for _, first := range []string{good.Secret, unknown} {
+			r := h.do("POST", "/internal/v1/verify", "Bearer "+string(gwSecret), `{"key":"`+first+`"`+tail)
+			var v verifyData
+			r.data(t, &v)
+			if !v.Allow { // encoding/json takes the last, case-insensitive match: the good key
+				t.Fatalf("first key %s…: %+v", first[:12], v)
+			}
+		}
+	}
+}

@@ -205,7 +205,9 @@ func TestAuthAndOwnership(t *testing.T) {
 	h := start(t)
 	k := h.create("ws_a", `{"name":"k"}`)
 	expired, _ := identity.Sign(gwSecret, identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "OWNER"}, time.Now().Add(-2*time.Minute), time.Minute)
-	otherPath, _ := identity.Sign(gwSecret, identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "OWNER", Path: "/web/v1/workspaces/ws_a/api-keys"}, time.Now(), time.Minute)
+	otherPath, _ := identity.Sign(gwSecret, identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "OWNER", Path: "/web/v1/workspaces/ws_a/api-keys", Method: "DELETE"}, time.Now(), time.Minute)
+	listAssertion, _ := identity.Sign(gwSecret, identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "OWNER", Path: "/web/v1/workspaces/ws_a/api-keys", Method: "GET"}, time.Now(), time.Minute)
+	getAssertion, _ := identity.Sign(gwSecret, identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "OWNER", Path: "/web/v1/workspaces/ws_a/api-keys/" + k.APIKeyID, Method: "GET"}, time.Now(), time.Minute)
 	forged, _ := identity.Sign([]byte("another-secret-entirely-000"), identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "OWNER"}, time.Now(), time.Minute)
 	tests := []struct {
 		name, method, path, auth, body string
@@ -216,6 +218,8 @@ func TestAuthAndOwnership(t *testing.T) {
 		{"gateway secret is not admin", "GET", "/web/v1/workspaces/ws_a/api-keys", "Bearer " + string(gwSecret), "", envelope.Unauthorized},
 		{"expired assertion", "GET", "/web/v1/workspaces/ws_a/api-keys", "assert:" + expired, "", envelope.Unauthorized},
 		{"forged assertion", "GET", "/web/v1/workspaces/ws_a/api-keys", "assert:" + forged, "", envelope.Unauthorized},
+		{"list assertion replayed as a create", "POST", "/web/v1/workspaces/ws_a/api-keys", "assert:" + listAssertion, `{"name":"x"}`, envelope.Unauthorized},
+		{"get assertion replayed as a revoke", "DELETE", "/web/v1/workspaces/ws_a/api-keys/" + k.APIKeyID, "assert:" + getAssertion, "", envelope.Unauthorized},
 		{"assertion replayed on another path", "DELETE", "/web/v1/workspaces/ws_a/api-keys/" + k.APIKeyID, "assert:" + otherPath, "", envelope.Unauthorized},
 		{"garbage assertion", "GET", "/web/v1/workspaces/ws_a/api-keys", "assert:abc.def.ghi", "", envelope.Unauthorized},
 		{"member role", "GET", "/web/v1/workspaces/ws_a/api-keys", assertion(t, identity.Claims{Subject: "u", WorkspaceID: "ws_a", Role: "MEMBER"}), "", envelope.NotOwner},

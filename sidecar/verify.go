@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -90,12 +91,14 @@ func (s *Server) parseVerify(body []byte) (string, *verifyParams, error) {
 		}
 		p.clientIP = ip
 	}
-	// Remember the tail of a body shaped like the plugin's (bounded: a
-	// caller varying clientIp per request fills the map, then is decoded
-	// in full as before).
-	if len(req.Key) == apikey.SecretLen {
+	// Remember the tail of a body shaped exactly like the plugin's: no
+	// client address (it would vary per request), no second "key" field in
+	// any case (the fast path must read the key a full decode reads), and
+	// short.
+	if len(req.Key) == apikey.SecretLen && req.ClientIP == "" {
 		head := `{"key":"` + req.Key + `"`
-		if len(body) > len(head) && string(body[:len(head)]) == head {
+		if len(body) > len(head) && len(body)-len(head) <= maxVerifyTailLen && string(body[:len(head)]) == head &&
+			!bytes.Contains(bytes.ToLower(body[len(head):]), []byte(`"key"`)) {
 			s.tailsMu.Lock()
 			if len(s.verifyTails) < maxVerifyTails {
 				s.verifyTails[string(body[len(head):])] = p
@@ -106,9 +109,12 @@ func (s *Server) parseVerify(body []byte) (string, *verifyParams, error) {
 	return req.Key, p, nil
 }
 
-// maxVerifyTails bounds the remembered verify bodies: one per route policy
-// in practice.
-const maxVerifyTails = 1024
+// maxVerifyTails and maxVerifyTailLen bound the remembered verify bodies:
+// one per route policy in practice.
+const (
+	maxVerifyTails   = 1024
+	maxVerifyTailLen = 1024
+)
 
 // appendVerifyData appends the data of a verify answer: the decision, and
 // the key facts unless the key is not valid.

@@ -2,8 +2,11 @@ package store_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,3 +130,34 @@ func TestCachedNoResurrection(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// Key records written before hashes were stored as base64 (an array of 32
+// numbers) still read, and rewrite in the new form.
+func TestSecretHashReadsBothForms(t *testing.T) {
+	t.Parallel()
+	h := apikey.Hash(apikey.NewSecret(apikey.Live).Reveal())
+	var arr []string
+	for _, b := range h {
+		arr = append(arr, strconv.Itoa(int(b)))
+	}
+	for _, raw := range []string{
+		`{"id":"x","secrets":[{"h":[` + strings.Join(arr, ",") + `],"u":5}]}`,
+		`{"id":"x","secrets":[{"h":"` + base64.StdEncoding.EncodeToString(h[:]) + `","u":5}]}`,
+	} {
+		var k store.Key
+		if err := json.Unmarshal([]byte(raw), &k); err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		if len(k.Secrets) != 1 || [32]byte(k.Secrets[0].Hash) != h || k.Secrets[0].Until != 5 {
+			t.Fatalf("%s → %+v", raw, k.Secrets)
+		}
+		out, _ := json.Marshal(k.Secrets[0])
+		if !strings.Contains(string(out), `"h":"`+base64.StdEncoding.EncodeToString(h[:])+`"`) {
+			t.Fatalf("rewritten as %s", out)
+		}
+	}
+	var bad store.SecretRef
+	if err := json.Unmarshal([]byte(`{"h":"c2hvcnQ="}`), &bad); err == nil {
+		t.Fatal("short hash accepted")
+	}
+}

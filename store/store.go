@@ -22,6 +22,7 @@ package store
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/netip"
 
@@ -74,9 +75,22 @@ func (h SecretHash) MarshalText() ([]byte, error) {
 	return base64.StdEncoding.AppendEncode(nil, h[:]), nil
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (h *SecretHash) UnmarshalText(b []byte) error {
-	n, err := base64.StdEncoding.Decode(h[:], b)
+// UnmarshalJSON reads the base64 string, and the array of 32 numbers that
+// files written before the base64 form hold.
+func (h *SecretHash) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '[' {
+		var a [32]byte
+		if err := json.Unmarshal(b, &a); err != nil {
+			return err
+		}
+		*h = a
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	n, err := base64.StdEncoding.Decode(h[:], []byte(s))
 	if err == nil && n != len(h) {
 		err = errors.New("store: secret hash is not 32 bytes")
 	}

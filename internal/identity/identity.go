@@ -35,10 +35,12 @@ type Claims struct {
 	Portal        string `json:"portal"`
 	RequestID     string `json:"requestId"`
 	AllowTestMode bool   `json:"allowTestMode"`
-	// Path is the request path the assertion was made for: an assertion
-	// seen in transit or in a log cannot be replayed on another key or
-	// operation of the workspace.
+	// Path and Method are the request the assertion was made for: an
+	// assertion seen in transit or in a log cannot be replayed on another
+	// key or operation of the workspace (list and create share a path, and
+	// so do get and revoke).
 	Path      string `json:"path"`
+	Method    string `json:"method"`
 	IssuedAt  int64  `json:"iat"`
 	ExpiresAt int64  `json:"exp"`
 }
@@ -95,7 +97,7 @@ func Verify(secret []byte, token string, now time.Time) (Claims, error) {
 		jwt.WithTimeFunc(func() time.Time { return now }),
 	)
 	if err != nil || c.ExpiresAt-c.IssuedAt > int64(MaxTTL/time.Second) || c.ExpiresAt <= c.IssuedAt ||
-		c.WorkspaceID == "" || c.Role == "" || c.Path == "" {
+		c.WorkspaceID == "" || c.Role == "" || c.Path == "" || c.Method == "" {
 		return Claims{}, ErrInvalid
 	}
 	return c.Claims, nil

@@ -14,7 +14,7 @@ var secret = []byte("identity-test-secret-0123456789")
 func TestSignVerify(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	c := Claims{Subject: "u1", WorkspaceID: "ws", Role: RoleOwner, Portal: "PARTNER", RequestID: "r", AllowTestMode: true, Path: "/web/v1/workspaces/ws/api-keys"}
+	c := Claims{Subject: "u1", WorkspaceID: "ws", Role: RoleOwner, Portal: "PARTNER", RequestID: "r", AllowTestMode: true, Path: "/web/v1/workspaces/ws/api-keys", Method: "GET"}
 	tok, err := Sign(secret, c, now, time.Minute)
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ fmt:
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 # Every fuzz target for FUZZTIME each (CI: short; `make fuzz FUZZTIME=5m` for long runs).
 # A crasher is written to the package's testdata/fuzz/ (commit it) and fails the run.

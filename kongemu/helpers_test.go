@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,11 +30,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pluginBin = filepath.Join(dir, "testplugin")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		gobin = "go"
-	}
-	cmd := exec.Command(gobin, "build", "-o", pluginBin, "./testdata/testplugin")
+	cmd := exec.Command("go", "build", "-o", pluginBin, "./testdata/testplugin")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build testplugin: %v\n%s", err, out)
 		os.RemoveAll(dir)

@@ -169,19 +169,6 @@ func requestID(h map[string][]string) (string, bool) {
 	return envelope.NewRequestID(), true
 }
 
-// printable reports whether s is 1..max visible ASCII characters.
-func printable(s string, max int) bool {
-	if len(s) == 0 || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= 0x20 || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // sanitizePanic keeps a panic value out of the log when it could carry
 // request data: only its type and a bounded message.
 func sanitizePanic(v any) string {

@@ -183,7 +183,7 @@ func factsOf(r *apikey.VerifyResult) (*apikey.Facts, error) {
 	var wl []netip.Prefix
 	if len(r.IPWhitelist) > 0 {
 		var err error
-		if wl, err = apikey.Prefixes(r.IPWhitelist); err != nil {
+		if wl, err = apikey.ParseCanonical(r.IPWhitelist); err != nil {
 			return nil, bad("bad ipWhitelist")
 		}
 	}

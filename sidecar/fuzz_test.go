@@ -46,7 +46,7 @@ func FuzzDecodeCreate(f *testing.F) {
 				t.Fatalf("scope %q", s)
 			}
 		}
-		if _, err := apikey.Prefixes(req.IPWhitelist); err != nil {
+		if _, err := apikey.ParseCanonical(req.IPWhitelist); err != nil {
 			t.Fatalf("stored whitelist does not parse: %v", err)
 		}
 		if req.ExpiresAt != 0 && req.ExpiresAt <= now.Unix()-1 {

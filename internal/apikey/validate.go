@@ -160,13 +160,6 @@ func ParseCanonical(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// Prefixes parses canonical whitelist strings (as stored) into prefixes.
-// Entries that do not parse are returned as an error.
-func Prefixes(list []string) ([]netip.Prefix, error) {
-	_, p, err := ParseIPWhitelist(list)
-	return p, err
-}
-
 type ipErr string
 
 func (e ipErr) Error() string { return string(e) }

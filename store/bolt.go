@@ -22,9 +22,24 @@ import (
 //
 //	keys     apiKeyId                      → JSON Key
 //	hashes   SHA-256(secret) (32 bytes)    → apiKeyId + validUntil (8 bytes BE, 0 = current secret)
+//	                                         + 0x02 + the key's facts (format v2, boltfacts.go)
 //	wsidx    workspaceId 0x00 seq (8 BE)   → apiKeyId            (creation order, for List)
 //	events   workspaceId 0x00 seq (8 BE)   → JSON Event
 //	kevents  apiKeyId 0x00 seq (8 BE)      → JSON Event          (events of one key)
+//	meta     "facts"                       → id of the last write transaction (8 BE) made in step
+//
+// The JSON Key is the record of a key; a hashes value repeats what a
+// verification needs of it (apikey.Facts), so that Lookup reads one small
+// value. Every write of a field of the facts rewrites the hashes values of
+// all the key's secrets in the same transaction.
+//
+// Every write transaction of this code also stamps its own id in meta. A
+// file whose last write was not stamped — written before v2 (its hashes
+// values hold the apiKeyId + validUntil alone), or changed since by an
+// older keygate that updates key records only (a revoke after a downgrade)
+// — is brought back in step when it is opened: every hashes value is
+// derived again from its key record (syncFacts; seconds for a million
+// keys). Lookup still reads the old form, from the key record, meanwhile.
 var (
 	bKeys    = []byte("keys")
 	bHashes  = []byte("hashes")
@@ -32,6 +47,11 @@ var (
 	bEvents  = []byte("events")
 	bKEvents = []byte("kevents")
 	buckets  = [][]byte{bKeys, bHashes, bWsIdx, bEvents, bKEvents}
+	// bMeta holds "facts": the id (8 bytes BE) of the last write
+	// transaction made by a binary that keeps the hashes values' facts in
+	// step (see factsInStep).
+	bMeta     = []byte("meta")
+	metaFacts = []byte("facts")
 )
 
 // BoltOptions tune the bbolt backend; zero values take the defaults.
@@ -50,7 +70,8 @@ type BoltOptions struct {
 
 // Bolt is the embedded bbolt backend.
 type Bolt struct {
-	db *bolt.DB
+	db     *bolt.DB
+	inStep bool // every write stamps the file (stampFacts); set at open
 }
 
 var _ Store = (*Bolt)(nil)
@@ -83,19 +104,54 @@ func OpenBolt(path string, o BoltOptions) (*Bolt, error) {
 	}
 	db.MaxBatchSize = o.MaxBatchSize
 	db.MaxBatchDelay = o.MaxBatchDelay
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range buckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
+	// inStep: the last write to the file was ours, so its facts copies are
+	// in step with the key records (see the layout comment).
+	inStep := false
+	err = db.View(func(tx *bolt.Tx) error {
+		inStep = factsInStep(tx)
 		return nil
 	})
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, b := range append(buckets, bMeta) {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			if inStep {
+				return stampFacts(tx)
+			}
+			return nil
+		})
+	}
+	if err == nil && !inStep {
+		// A file that is full stays out of step: its values still read
+		// as they did, and the next open tries again.
+		if err = syncFacts(db); err == nil {
+			inStep = true
+		} else if errors.Is(mapErr(err), ErrFull) {
+			err = nil
+		}
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open key db %s: %w", path, mapErr(err))
 	}
-	return &Bolt{db: db}, nil
+	return &Bolt{db: db, inStep: inStep}, nil
+}
+
+// update and batch run fn in a write transaction (db.Update, db.Batch)
+// and, when the file's facts are in step, stamp it as ours.
+func (b *Bolt) update(fn func(*bolt.Tx) error) error { return b.db.Update(b.stamped(fn)) }
+func (b *Bolt) batch(fn func(*bolt.Tx) error) error  { return b.db.Batch(b.stamped(fn)) }
+
+func (b *Bolt) stamped(fn func(*bolt.Tx) error) func(*bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil || !b.inStep {
+			return err
+		}
+		return stampFacts(tx)
+	}
 }
 
 // DB exposes the bbolt handle for tools (benchmarks, checks).
@@ -120,12 +176,6 @@ func seqKey(prefix string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
-func hashValue(id string, validUntil int64) []byte {
-	v := make([]byte, 0, len(id)+8)
-	v = append(v, id...)
-	return binary.BigEndian.AppendUint64(v, uint64(validUntil))
-}
-
 // Create implements Store.
 func (b *Bolt) Create(ctx context.Context, k *Key, h [32]byte, ev Event) error {
 	if err := ctx.Err(); err != nil {
@@ -136,10 +186,11 @@ func (b *Bolt) Create(ctx context.Context, k *Key, h [32]byte, ev Event) error {
 	if err != nil {
 		return err
 	}
+	hv := appendFactsValue(nil, k, 0)
 	ev.APIKeyID, ev.WorkspaceID = k.ID, k.WorkspaceID
 	// Batch functions may run more than once: everything they write is
 	// derived from their arguments and rolled back with a failed tx.
-	return mapErr(b.db.Batch(func(tx *bolt.Tx) error {
+	return mapErr(b.batch(func(tx *bolt.Tx) error {
 		keys := tx.Bucket(bKeys)
 		if keys.Get([]byte(k.ID)) != nil {
 			return ErrConflict
@@ -155,7 +206,7 @@ func (b *Bolt) Create(ctx context.Context, k *Key, h [32]byte, ev Event) error {
 		if err := keys.Put([]byte(k.ID), val); err != nil {
 			return err
 		}
-		if err := hashes.Put(h[:], hashValue(k.ID, 0)); err != nil {
+		if err := hashes.Put(h[:], hv); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bWsIdx).Put(seqKey(k.WorkspaceID, seq), []byte(k.ID)); err != nil {
@@ -301,7 +352,7 @@ func (b *Bolt) Revoke(ctx context.Context, ws, id string, at int64, ev Event) (*
 		return nil, err
 	}
 	var out *Key
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		k, err := getKey(tx, ws, id)
 		if err != nil {
 			return err
@@ -313,6 +364,16 @@ func (b *Bolt) Revoke(ctx context.Context, ws, id string, at int64, ev Event) (*
 		k.RevokedAt = at
 		if err := putKey(tx, k); err != nil {
 			return err
+		}
+		hashes := tx.Bucket(bHashes)
+		for i := range k.Secrets {
+			h := k.Secrets[i].Hash[:]
+			if hashes.Get(h) == nil {
+				continue
+			}
+			if err := hashes.Put(h, appendFactsValue(nil, k, k.Secrets[i].Until)); err != nil {
+				return err
+			}
 		}
 		ev.APIKeyID, ev.WorkspaceID = k.ID, k.WorkspaceID
 		return putEvent(tx, &ev, at)
@@ -326,7 +387,7 @@ func (b *Bolt) Roll(ctx context.Context, ws, id string, newHash [32]byte, hint s
 		return nil, err
 	}
 	var out *Key
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		k, err := getKey(tx, ws, id)
 		if err != nil {
 			return err
@@ -351,13 +412,13 @@ func (b *Bolt) Roll(ctx context.Context, ws, id string, newHash [32]byte, hint s
 			if ref.Until == 0 || oldValidUntil < ref.Until {
 				ref.Until = oldValidUntil
 			}
-			if err := hashes.Put(ref.Hash[:], hashValue(id, ref.Until)); err != nil {
+			if err := hashes.Put(ref.Hash[:], appendFactsValue(nil, k, ref.Until)); err != nil {
 				return err
 			}
 			kept = append(kept, ref)
 		}
 		k.Secrets = append(kept, SecretRef{Hash: SecretHash(newHash)})
-		if err := hashes.Put(newHash[:], hashValue(id, 0)); err != nil {
+		if err := hashes.Put(newHash[:], appendFactsValue(nil, k, 0)); err != nil {
 			return err
 		}
 		k.SecretHint = hint
@@ -383,25 +444,42 @@ type lookupRecord struct {
 	RevokedAt   int64       `json:"revoked"`
 }
 
-// Lookup implements Store.
+// lookupKey reads the fields of key id that its facts are made of.
+func lookupKey(tx *bolt.Tx, id []byte) (*Key, error) {
+	v := tx.Bucket(bKeys).Get(id)
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var r lookupRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("store: decode key %s: %w", id, err)
+	}
+	return &Key{ID: r.ID, WorkspaceID: r.WorkspaceID, Mode: r.Mode, Scopes: r.Scopes, IPWhitelist: r.IPWhitelist,
+		ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt}, nil
+}
+
+// Lookup implements Store. It reads the hashes value alone, unless the
+// value is of the old form.
 func (b *Bolt) Lookup(ctx context.Context, h [32]byte) (*apikey.Facts, error) {
 	var f *apikey.Facts
 	err := b.db.View(func(tx *bolt.Tx) error {
 		hv := tx.Bucket(bHashes).Get(h[:])
-		if len(hv) != apikey.IDLen+8 {
-			return ErrNotFound
-		}
-		v := tx.Bucket(bKeys).Get(hv[:apikey.IDLen])
-		if v == nil {
-			return ErrNotFound
-		}
-		var r lookupRecord
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("store: decode key %s: %w", hv[:apikey.IDLen], err)
-		}
-		k := Key{ID: r.ID, WorkspaceID: r.WorkspaceID, Mode: r.Mode, Scopes: r.Scopes, IPWhitelist: r.IPWhitelist,
-			ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt}
 		var err error
+		switch {
+		case len(hv) > hashHead && hv[hashHead] == factsV2:
+			if f, err = decodeFactsValue(hv); err != nil {
+				return fmt.Errorf("store: hash value of key %s: %w", hv[:apikey.IDLen], err)
+			}
+			return nil
+		case len(hv) > hashHead:
+			return fmt.Errorf("store: hash value of key %s: unknown format %d", hv[:apikey.IDLen], hv[hashHead])
+		case len(hv) != hashHead:
+			return ErrNotFound
+		}
+		k, err := lookupKey(tx, hv[:apikey.IDLen])
+		if err != nil {
+			return err
+		}
 		f, err = k.Facts(int64(binary.BigEndian.Uint64(hv[apikey.IDLen:])))
 		return err
 	})
@@ -413,7 +491,7 @@ func (b *Bolt) Record(ctx context.Context, ev Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return mapErr(b.db.Batch(func(tx *bolt.Tx) error {
+	return mapErr(b.batch(func(tx *bolt.Tx) error {
 		e := ev
 		return putEvent(tx, &e, time.Now().Unix())
 	}))
@@ -453,7 +531,7 @@ func (b *Bolt) TouchLastUsed(ctx context.Context, used map[string]int64) error {
 	if len(used) == 0 {
 		return nil
 	}
-	return mapErr(b.db.Update(func(tx *bolt.Tx) error {
+	return mapErr(b.update(func(tx *bolt.Tx) error {
 		for id, at := range used {
 			k, err := getKey(tx, "", id)
 			if errors.Is(err, ErrNotFound) {

@@ -43,8 +43,8 @@ const bulkFill = 0.9
 // over the file.
 func (b *Bolt) BulkCreate(ctx context.Context, keys []BulkKey) error {
 	type rec struct {
-		bk  *BulkKey
-		val []byte
+		bk      *BulkKey
+		val, hv []byte
 	}
 	for done := 0; done < len(keys); {
 		if err := ctx.Err(); err != nil {
@@ -60,9 +60,9 @@ func (b *Bolt) BulkCreate(ctx context.Context, keys []BulkKey) error {
 				return fmt.Errorf("bulk create: %d of %d keys stored: %w", done, len(keys), err)
 			}
 			bk.Event.APIKeyID, bk.Event.WorkspaceID = bk.Key.ID, bk.Key.WorkspaceID
-			recs[i] = rec{bk, val}
+			recs[i] = rec{bk, val, appendFactsValue(nil, bk.Key, 0)}
 		}
-		err := b.db.Update(func(tx *bolt.Tx) error {
+		err := b.update(func(tx *bolt.Tx) error {
 			keysB, hashes, wsidx := tx.Bucket(bKeys), tx.Bucket(bHashes), tx.Bucket(bWsIdx)
 			for _, name := range buckets {
 				tx.Bucket(name).FillPercent = bulkFill
@@ -84,7 +84,7 @@ func (b *Bolt) BulkCreate(ctx context.Context, keys []BulkKey) error {
 				if err := keysB.Put([]byte(k.ID), r.val); err != nil {
 					return err
 				}
-				if err := hashes.Put(h[:], hashValue(k.ID, 0)); err != nil {
+				if err := hashes.Put(h[:], r.hv); err != nil {
 					return err
 				}
 				if err := wsidx.Put(seqKey(k.WorkspaceID, seq), []byte(k.ID)); err != nil {

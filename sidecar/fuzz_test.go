@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -51,6 +52,46 @@ func FuzzDecodeCreate(f *testing.F) {
 		}
 		if req.ExpiresAt != 0 && req.ExpiresAt <= now.Unix()-1 {
 			t.Fatalf("expiresAt in the past")
+		}
+	})
+}
+
+// Property: the verify fast path reads every body as a full decode does.
+// A server that has seen learn (and so may remember its tail) parses probe
+// to the same key, parameters and outcome as a server that has seen
+// nothing.
+func FuzzParseVerify(f *testing.F) {
+	key := apikey.NewSecret(apikey.Live).Reveal()
+	other := apikey.NewSecret(apikey.Test).Reveal()
+	plugin := `,"requiredScopes":["a:b"],"allowedModes":["LIVE"]}`
+	for _, tc := range [][2]string{
+		{`{"key":"` + key + `"` + plugin, `{"key":"` + other + `"` + plugin},
+		{`{"key":"` + key + `","clientIp":"10.0.0.1"` + plugin, `{"key":"` + other + `","clientIp":"::1"` + plugin},
+		{`{"key":"` + key + `"` + plugin, `{"key":"` + other + `","clientIp":"300.1.1.1"` + plugin},
+		{`{"key":"` + key + `"` + plugin, `{"key":"` + other + `","clientIp":"fe80::1%eth0"` + plugin},
+		{`{"key":"` + key + `","KEY":"` + other + `"` + plugin, `{"key":"` + other + `","KEY":"` + key + `"` + plugin},
+		{`{"key":"` + key + `","requiredScopes":["a:b"],"CLIENTIP":"1.2.3.4"}`, `{"key":"` + other + `","requiredScopes":["a:b"],"CLIENTIP":"1.2.3.4"}`},
+		{`{"key":"` + key + `","\u006bey":"` + other + `"}`, `{"key":"` + other + `","\u006bey":"` + key + `"}`},
+		{`{"key":"` + key + `","allowedModes":["TEST","LIVE"]}`, `{"key":"` + other + `","allowedModes":["TEST","LIVE"]} x`},
+		{`{"key":"` + key + `","allowedModes":["BOTH"]}`, `{"key":"` + other + `","allowedModes":["BOTH"]}`},
+	} {
+		f.Add([]byte(tc[0]), []byte(tc[1]))
+	}
+	fresh := func() *Server { return &Server{verifyTails: map[string]*verifyParams{}} }
+	f.Fuzz(func(t *testing.T, learn, probe []byte) {
+		warm := fresh()
+		warm.parseVerify(learn)
+		warm.parseVerify(learn)
+		k1, p1, err1 := warm.parseVerify(probe)
+		k2, p2, err2 := fresh().parseVerify(probe)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("fast path error %v, full decode error %v", err1, err2)
+		}
+		if err1 != nil {
+			return
+		}
+		if k1 != k2 || p1.modes != p2.modes || p1.clientIP != p2.clientIP || !slices.Equal(p1.scopes, p2.scopes) {
+			t.Fatalf("fast path %q %+v, full decode %q %+v", k1, p1, k2, p2)
 		}
 	})
 }

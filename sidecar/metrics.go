@@ -14,7 +14,8 @@ import (
 //
 //	keygate_verify_total{code}               verify decisions; code "2000" = allowed
 //	keygate_management_requests_total{code}  management responses by envelope code
-//	keygate_store_seconds{op}                store operation latency (histogram)
+//	keygate_store_seconds{op}                store operation latency (histogram);
+//	                                         op "lookup" counts verify cache misses only
 //
 // Counters are atomics indexed by code: recording one costs no lock and no
 // allocation. No label ever carries a key, secret or token.
@@ -56,9 +57,9 @@ func newMetrics() *metrics {
 func (m *metrics) countVerify(c envelope.Code) { m.verify[codeIndex[c]].Add(1) }
 func (m *metrics) countManage(c envelope.Code) { m.manage[codeIndex[c]].Add(1) }
 
-func (m *metrics) observe(op string, start time.Time) {
-	m.store[op].observe(time.Since(start).Seconds())
-}
+func (m *metrics) observe(op string, start time.Time) { m.observeDuration(op, time.Since(start)) }
+
+func (m *metrics) observeDuration(op string, d time.Duration) { m.store[op].observe(d.Seconds()) }
 
 // Bucket upper bounds in seconds.
 var buckets = [...]float64{0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1}

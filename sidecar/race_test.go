@@ -137,6 +137,8 @@ func TestVerifyPluginShapedBodies(t *testing.T) {
 	live := `,"requiredScopes":["a:b"],"allowedModes":["LIVE"]}`
 	other := `,"requiredScopes":["c:d"],"allowedModes":["LIVE"]}`
 	both := `,"requiredScopes":["a:b"],"allowedModes":["LIVE","TEST"]}`
+	ipk := h.create("ws", `{"name":"ip","scopes":["a:b"],"ipWhitelist":["10.0.0.0/8","2001:db8::/32"]}`)
+	in, out, in6 := `,"clientIp":"10.1.2.3"`+live, `,"clientIp":"192.0.2.1"`+live, `,"clientIp":"2001:db8::7"`+live
 	for round := range 3 { // round 0 decodes in full, later rounds take the fast path
 		for _, tc := range []struct {
 			key, tail string
@@ -149,10 +151,20 @@ func TestVerifyPluginShapedBodies(t *testing.T) {
 			{test.Secret, both, true, ""},
 			{apikey.NewSecret(apikey.Live).Reveal(), live, false, "4012"},
 			{strings.Repeat("x", apikey.SecretLen), live, false, "4012"},
+			// the client address is read per request, the tail after it remembered
+			{ipk.Secret, in, true, ""},
+			{ipk.Secret, out, false, "4034"},
+			{ipk.Secret, in6, true, ""},
+			{ipk.Secret, live, true, ""}, // no address: no IP check
+			{good.Secret, out, true, ""}, // no whitelist
 		} {
 			if v := send(tc.key, tc.tail); v.Allow != tc.allow || v.DenyCode != tc.deny {
 				t.Fatalf("round %d, tail %s: %+v", round, tc.tail, v)
 			}
+		}
+		r := h.do("POST", "/internal/v1/verify", "Bearer "+string(gwSecret), `{"key":"`+ipk.Secret+`","clientIp":"10.1.2"`+live)
+		if r.status != 400 || r.env.Code != "4000" || !strings.Contains(r.env.Message, "clientIp") {
+			t.Fatalf("round %d, bad clientIp: %d %+v", round, r.status, r.env)
 		}
 	}
 }

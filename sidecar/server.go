@@ -119,7 +119,7 @@ type stalenessBound interface {
 // Server is a running sidecar.
 type Server struct {
 	cfg     Config
-	store   store.Store
+	store   *store.Cached
 	log     *slog.Logger
 	srv     *fasthttp.Server
 	ln      net.Listener
@@ -129,7 +129,7 @@ type Server struct {
 	// verifyTails remembers the parameters of verify bodies by what follows
 	// the key (see parseVerify), at most maxVerifyTails of them.
 	tailsMu     sync.RWMutex
-	verifyTails map[string]*verifyParams
+	verifyTails map[string]*verifyParams // never modified once stored
 	done        chan error
 	stop        sync.Once
 }
@@ -202,7 +202,9 @@ func Start(cfg Config) (*Server, error) {
 		}
 		st = b
 	}
-	cached, err := store.NewCached(st, store.CacheOptions{})
+	cached, err := store.NewCached(st, store.CacheOptions{
+		OnStore: func(d time.Duration) { s.metrics.observeDuration("lookup", d) },
+	})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -320,10 +322,15 @@ func requestID(ctx *fasthttp.RequestCtx) string {
 
 // reply writes one envelope.
 func reply(ctx *fasthttp.RequestCtx, rid string, code envelope.Code, msg string, data []byte) {
+	replyAt(ctx, time.Now(), rid, code, msg, data)
+}
+
+// replyAt is reply with the envelope's timestamp given.
+func replyAt(ctx *fasthttp.RequestCtx, now time.Time, rid string, code envelope.Code, msg string, data []byte) {
 	ctx.SetStatusCode(code.Status())
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.Response.Header.Set("X-Request-Id", rid)
-	ctx.SetBody(envelope.Append(ctx.Response.Body()[:0], time.Now(), code, msg, rid, data))
+	ctx.SetBody(envelope.Append(ctx.Response.Body()[:0], now, code, msg, rid, data))
 }
 
 // replyErr writes the envelope of err: an *envelope.Error as it says, any
@@ -427,7 +434,7 @@ func canonicalPath(p string) bool {
 	if p == "" || p[0] != '/' || strings.ContainsAny(p, "%\\") {
 		return false
 	}
-	for _, seg := range strings.Split(p[1:], "/") {
+	for seg := range strings.SplitSeq(p[1:], "/") {
 		if seg == "." || seg == ".." {
 			return false
 		}

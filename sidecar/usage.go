@@ -4,20 +4,20 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate/store"
 )
 
-// usage records lastUsedAt off the verify path: each key's last recorded
-// minute sits in an atomic; only the first use of a key in a minute sends
-// its id to the flusher (a non-blocking send; when the queue is full the
-// mark is dropped and retried on the next use). The flusher writes the
-// coalesced marks every interval and on close. A crash loses at most the
-// marks of the last interval, never a key.
+// usage records lastUsedAt off the verify path. Each cached lookup carries
+// the last minute its use was marked (store.Entry.MarkUsed); only the first
+// allowed use of an entry in a minute sends a mark here (a non-blocking
+// send: when the queue is full the mark is given back and retried on the
+// next use). So the hot path touches no map of ours, and the marks of a
+// key coalesce here. The flusher writes the coalesced marks every interval
+// and on close. A crash loses at most the marks of the last interval, never
+// a key.
 type usage struct {
-	last  sync.Map // apiKeyId → *atomic.Int64 (Unix minute)
 	queue chan mark
 	done  chan struct{}
 	wg    sync.WaitGroup
@@ -35,21 +35,17 @@ func newUsage(st store.Store, every time.Duration, log *slog.Logger) *usage {
 	return u
 }
 
-func (u *usage) used(id string, now int64) {
+// used records an allowed use of e's key at now (Unix seconds).
+func (u *usage) used(e *store.Entry, now int64) {
 	minute := now / 60
-	v, ok := u.last.Load(id)
-	if !ok {
-		v, _ = u.last.LoadOrStore(id, new(atomic.Int64))
-	}
-	slot := v.(*atomic.Int64)
-	old := slot.Load()
-	if old >= minute || !slot.CompareAndSwap(old, minute) {
+	prev, first := e.MarkUsed(minute)
+	if !first {
 		return
 	}
 	select {
-	case u.queue <- mark{id, now}:
+	case u.queue <- mark{e.Facts.APIKeyID, now}:
 	default:
-		slot.CompareAndSwap(minute, old) // queue full: try again on the next use
+		e.UnmarkUsed(minute, prev) // queue full: try again on the next use
 	}
 }
 
@@ -69,16 +65,6 @@ func (u *usage) flusher(st store.Store, every time.Duration, log *slog.Logger) {
 			return // kept for the next tick
 		}
 		pending = map[string]int64{}
-		// Forget keys not used in the last minute, so the map holds the
-		// keys in use, not every key ever used. A use racing the delete
-		// at worst sends one more mark for the same minute.
-		cutoff := time.Now().Unix()/60 - 1
-		u.last.Range(func(k, v any) bool {
-			if v.(*atomic.Int64).Load() < cutoff {
-				u.last.Delete(k)
-			}
-			return true
-		})
 	}
 	for {
 		select {

@@ -25,8 +25,9 @@ type verifyParams struct {
 // handleVerify answers POST /internal/v1/verify: 200 with the decision for
 // every well-formed request; 401/4010 without the gateway secret.
 func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
+	now := time.Now()
 	if !equalSecret(bearer(ctx), s.cfg.GatewaySecret) {
-		reply(ctx, rid, envelope.Unauthorized, "", nil)
+		replyAt(ctx, now, rid, envelope.Unauthorized, "", nil)
 		return
 	}
 	key, params, err := s.parseVerify(ctx.PostBody())
@@ -34,50 +35,62 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 		s.replyErr(ctx, rid, err)
 		return
 	}
-	r := apikey.Request{Now: time.Now().Unix(), RequiredScopes: params.scopes, AllowedModes: params.modes, ClientIP: params.clientIP}
-	facts, err := s.lookup(key)
+	r := apikey.Request{Now: now.Unix(), RequiredScopes: params.scopes, AllowedModes: params.modes, ClientIP: params.clientIP}
+	e, err := s.lookup(key)
 	if err != nil {
 		code := storeCode(err)
 		s.log.Error("verify lookup failed", "requestId", rid, "err", err)
 		s.metrics.countVerify(code)
-		reply(ctx, rid, code, "", nil)
+		replyAt(ctx, now, rid, code, "", nil)
 		return
+	}
+	var facts *apikey.Facts
+	if e != nil {
+		facts = &e.Facts
 	}
 	d := apikey.Decide(facts, &r)
 	if d == apikey.Allow {
-		s.usage.used(facts.APIKeyID, r.Now)
+		s.usage.used(e, r.Now)
 		s.metrics.countVerify(envelope.OK)
 	} else {
 		s.metrics.countVerify(envelope.Code(d.Code()))
 	}
 	var buf [512]byte
-	reply(ctx, rid, envelope.OK, "", appendVerifyData(buf[:0], d, facts, s.cacheMs))
+	replyAt(ctx, now, rid, envelope.OK, "", appendVerifyData(buf[:0], d, facts, s.cacheMs))
 }
 
 // parseVerify reads a verify body. The plugin sends the same body after the
 // key for every request of a route ({"key":"…","requiredScopes":[…],
-// "allowedModes":[…]}), so that tail is parsed once and its parameters
-// kept (a bounded map); anything else is decoded in full.
-func (s *Server) parseVerify(body []byte) (string, *verifyParams, error) {
-	const head = `{"key":"`
-	if len(body) > len(head)+apikey.SecretLen && string(body[:len(head)]) == head && body[len(head)+apikey.SecretLen] == '"' {
-		tail := body[len(head)+apikey.SecretLen+1:]
+// "allowedModes":[…]}), and a caller that wants the sidecar to check the
+// client address sends "clientIp" right after the key; so what follows those
+// (the tail) is decoded once and its parameters kept (a bounded map), and
+// anything else is decoded in full.
+func (s *Server) parseVerify(body []byte) (string, verifyParams, error) {
+	if key, ip, tail, ok := splitVerify(body); ok {
 		s.tailsMu.RLock()
 		p := s.verifyTails[string(tail)] // map index: no copy of tail
 		s.tailsMu.RUnlock()
 		if p != nil {
-			return string(body[len(head) : len(head)+apikey.SecretLen]), p, nil
+			v := *p
+			if len(ip) > 0 {
+				addr, err := netip.ParseAddr(string(ip))
+				if err != nil {
+					return "", verifyParams{}, badRequest("clientIp must be an IP address")
+				}
+				v.clientIP = addr
+			}
+			return string(key), v, nil
 		}
 	}
 	var req apikey.VerifyRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return "", nil, badRequest("body must be a verify request object")
+		return "", verifyParams{}, badRequest("body must be a verify request object")
 	}
-	p := &verifyParams{scopes: req.RequiredScopes}
+	p := verifyParams{scopes: req.RequiredScopes}
 	for _, m := range req.AllowedModes {
 		mode, ok := apikey.ParseMode(m)
 		if !ok {
-			return "", nil, badRequest("allowedModes entries must be LIVE or TEST")
+			return "", verifyParams{}, badRequest("allowedModes entries must be LIVE or TEST")
 		}
 		p.modes |= apikey.ModesOf(mode)
 	}
@@ -87,33 +100,83 @@ func (s *Server) parseVerify(body []byte) (string, *verifyParams, error) {
 	if req.ClientIP != "" {
 		ip, err := netip.ParseAddr(req.ClientIP)
 		if err != nil {
-			return "", nil, badRequest("clientIp must be an IP address")
+			return "", verifyParams{}, badRequest("clientIp must be an IP address")
 		}
 		p.clientIP = ip
 	}
-	// Remember the tail of a body shaped exactly like the plugin's: no
-	// client address (it would vary per request), no second "key" field in
-	// any case (the fast path must read the key a full decode reads), and
-	// short.
-	if len(req.Key) == apikey.SecretLen && req.ClientIP == "" {
-		head := `{"key":"` + req.Key + `"`
-		if len(body) > len(head) && len(body)-len(head) <= maxVerifyTailLen && string(body[:len(head)]) == head &&
-			!bytes.Contains(bytes.ToLower(body[len(head):]), []byte(`"key"`)) {
-			s.tailsMu.Lock()
-			if len(s.verifyTails) < maxVerifyTails {
-				s.verifyTails[string(body[len(head):])] = p
-			}
-			s.tailsMu.Unlock()
+	// Remember the tail of a body of the fast path's shape when the full
+	// decode read the same key and address the split did, and the tail
+	// can set neither: it names no "key" or "clientIp" member in any case,
+	// and is short, printable ASCII without escapes (so no escaped or
+	// case-folded member name can hide in it).
+	if key, ip, tail, ok := splitVerify(body); ok && string(key) == req.Key && string(ip) == req.ClientIP && rememberable(tail) {
+		kept := p
+		kept.clientIP = netip.Addr{}
+		s.tailsMu.Lock()
+		if len(s.verifyTails) < maxVerifyTails {
+			s.verifyTails[string(tail)] = &kept
 		}
+		s.tailsMu.Unlock()
 	}
 	return req.Key, p, nil
 }
 
+// splitVerify splits a body of the form {"key":"KEY"[,"clientIp":"IP"]TAIL
+// where KEY is apikey.SecretLen letters, digits and underscores, and IP is
+// short printable ASCII without an escape: strings whose JSON form is
+// their bytes. It checks the form only; the caller decides whether TAIL is
+// known.
+func splitVerify(body []byte) (key, ip, tail []byte, ok bool) {
+	const head, ipField = `{"key":"`, `,"clientIp":"`
+	if len(body) <= len(head)+apikey.SecretLen || string(body[:len(head)]) != head || body[len(head)+apikey.SecretLen] != '"' {
+		return nil, nil, nil, false
+	}
+	key = body[len(head) : len(head)+apikey.SecretLen]
+	for _, c := range key {
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '_') {
+			return nil, nil, nil, false
+		}
+	}
+	rest := body[len(head)+apikey.SecretLen+1:]
+	if len(rest) > len(ipField) && string(rest[:len(ipField)]) == ipField {
+		rest = rest[len(ipField):]
+		end := bytes.IndexByte(rest, '"')
+		if end < 1 || end > maxClientIPLen || !plainASCII(rest[:end]) {
+			return nil, nil, nil, false
+		}
+		ip, rest = rest[:end], rest[end+1:]
+	}
+	return key, ip, rest, true
+}
+
+// plainASCII reports whether b is printable ASCII without a backslash.
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// rememberable reports whether a verify body's tail may be kept for the
+// fast path (see parseVerify).
+func rememberable(tail []byte) bool {
+	if len(tail) == 0 || len(tail) > maxVerifyTailLen || !plainASCII(tail) {
+		return false
+	}
+	lower := bytes.ToLower(tail)
+	return !bytes.Contains(lower, []byte(`"key"`)) && !bytes.Contains(lower, []byte(`"clientip"`))
+}
+
 // maxVerifyTails and maxVerifyTailLen bound the remembered verify bodies:
 // one per route policy in practice.
+// maxClientIPLen bounds the address the fast path reads (an IPv6 address
+// with a zone).
 const (
 	maxVerifyTails   = 1024
 	maxVerifyTailLen = 1024
+	maxClientIPLen   = 64
 )
 
 // appendVerifyData appends the data of a verify answer: the decision, and
@@ -165,21 +228,19 @@ func appendVerifyData(b []byte, d apikey.Decision, f *apikey.Facts, cacheMs int)
 	return append(b, '}')
 }
 
-// lookup returns the facts of a presented key, or nil when it is malformed
-// or unknown. A bad checksum never reaches the store. The store call has no
-// deadline of ours: a cache hit needs none, bbolt reads do not block, and
-// the PostgreSQL store bounds calls without one itself.
-func (s *Server) lookup(key string) (*apikey.Facts, error) {
+// lookup returns the cache entry of a presented key, or nil when it is
+// malformed or unknown. A bad checksum never reaches the store. The store
+// call has no deadline of ours: a cache hit needs none, bbolt reads do not
+// block, and the PostgreSQL store bounds calls without one itself.
+func (s *Server) lookup(key string) (*store.Entry, error) {
 	if _, ok := apikey.ParseSecret(key); !ok {
 		return nil, nil
 	}
-	start := time.Now()
-	f, err := s.store.Lookup(context.Background(), apikey.Hash(key))
-	s.metrics.observe("lookup", start)
+	e, err := s.store.Find(context.Background(), apikey.Hash(key))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}
-	return f, err
+	return e, err
 }
 
 func rfc3339(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/keygate/keygate/internal/apikey"
@@ -19,17 +20,37 @@ import (
 // are rare, so invalidating every entry at once costs little.
 type Cached struct {
 	Store
-	cache *ristretto.Cache[uint64, *cacheEntry]
-	gen   atomic.Uint64
+	cache   *ristretto.Cache[uint64, *Entry]
+	gen     atomic.Uint64
+	onStore func(time.Duration)
 }
 
-// cacheEntry holds the facts by value: one pointer less to chase on a hit.
-// Entries are never modified after Set.
-type cacheEntry struct {
+// Entry is one cached lookup: the facts of a secret, by value (one pointer
+// less to chase on a hit). Its fields are never modified after it is cached,
+// except the use mark (MarkUsed).
+type Entry struct {
+	Facts apikey.Facts
 	hash  [32]byte
 	gen   uint64
-	facts apikey.Facts
+	used  atomic.Int64 // the last period MarkUsed claimed
 }
+
+// MarkUsed claims period (a caller's unit of time, such as a Unix minute)
+// for this entry: it reports true, and the period it replaced, the first
+// time a later period than any claimed before is marked. It lets a caller
+// record each key's use once a period without a map of its own; an entry
+// that is evicted and read again starts unmarked.
+func (e *Entry) MarkUsed(period int64) (prev int64, first bool) {
+	prev = e.used.Load()
+	if prev >= period || !e.used.CompareAndSwap(prev, period) {
+		return prev, false
+	}
+	return prev, true
+}
+
+// UnmarkUsed gives period back (when the caller could not record the use),
+// unless a later period has been claimed since.
+func (e *Entry) UnmarkUsed(period, prev int64) { e.used.CompareAndSwap(period, prev) }
 
 var _ Store = (*Cached)(nil)
 
@@ -38,6 +59,9 @@ var _ Store = (*Cached)(nil)
 type CacheOptions struct {
 	NumCounters int64
 	MaxCost     int64
+	// OnStore, when set, is given the duration of every lookup that
+	// reached the store (a miss), for metrics.
+	OnStore func(time.Duration)
 }
 
 // NewCached wraps s.
@@ -48,7 +72,7 @@ func NewCached(s Store, o CacheOptions) (*Cached, error) {
 	if o.MaxCost <= 0 {
 		o.MaxCost = 64 << 20
 	}
-	c, err := ristretto.NewCache(&ristretto.Config[uint64, *cacheEntry]{
+	c, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
 		NumCounters: o.NumCounters,
 		MaxCost:     o.MaxCost,
 		BufferItems: 64,
@@ -56,7 +80,7 @@ func NewCached(s Store, o CacheOptions) (*Cached, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cached{Store: s, cache: c}, nil
+	return &Cached{Store: s, cache: c, onStore: o.OnStore}, nil
 }
 
 func cacheKey(h *[32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
@@ -71,18 +95,34 @@ func factsCost(f *apikey.Facts) int64 {
 
 // Lookup implements Store: a hit costs a hash compare and no allocation.
 func (c *Cached) Lookup(ctx context.Context, h [32]byte) (*apikey.Facts, error) {
-	g := c.gen.Load()
-	if e, ok := c.cache.Get(cacheKey(&h)); ok && e.gen == g && e.hash == h {
-		return &e.facts, nil
-	}
-	f, err := c.Store.Lookup(ctx, h)
+	e, err := c.Find(ctx, h)
 	if err != nil {
 		return nil, err
 	}
-	e := &cacheEntry{hash: h, gen: g, facts: *f}
+	return &e.Facts, nil
+}
+
+// Find is Lookup that returns the cache entry, whose use the caller may
+// mark. The entry is shared: never modify its Facts.
+func (c *Cached) Find(ctx context.Context, h [32]byte) (*Entry, error) {
+	g := c.gen.Load()
+	if e, ok := c.cache.Get(cacheKey(&h)); ok && e.gen == g && e.hash == h {
+		return e, nil
+	}
+	var start time.Time
+	if c.onStore != nil {
+		start = time.Now()
+	}
+	f, err := c.Store.Lookup(ctx, h)
+	if c.onStore != nil {
+		c.onStore(time.Since(start))
+	}
+	if err != nil {
+		return nil, err
+	}
+	e := &Entry{Facts: *f, hash: h, gen: g}
 	c.cache.Set(cacheKey(&h), e, factsCost(f))
-	f = &e.facts
-	return f, nil
+	return e, nil
 }
 
 // Invalidate makes every cached entry stale (for backends that learn of

@@ -61,6 +61,8 @@ type Config struct {
 	AdminToken []byte
 	// Bolt tunes the bbolt backend.
 	Bolt store.BoltOptions
+	// Cache sizes the verify cache (store.CacheOptions; default 32 MiB).
+	Cache store.CacheOptions
 	// ShutdownTimeout bounds draining on stop (default 10 s).
 	ShutdownTimeout time.Duration
 	// ReadTimeout bounds reading one request, headers and body (default
@@ -202,9 +204,9 @@ func Start(cfg Config) (*Server, error) {
 		}
 		st = b
 	}
-	cached, err := store.NewCached(st, store.CacheOptions{
-		OnStore: func(d time.Duration) { s.metrics.observeDuration("lookup", d) },
-	})
+	co := cfg.Cache
+	co.OnStore = func(d time.Duration) { s.metrics.observeDuration("lookup", d) }
+	cached, err := store.NewCached(st, co)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,11 +50,22 @@ func (u *usage) used(e *store.Entry, now int64) {
 	}
 }
 
+// usageBatch is how many keys' marks the flusher collects before it
+// writes them at once, ahead of the tick (one transaction of a few MB, not
+// one of every key used in the interval); maxPending bounds the marks it
+// keeps while the store fails (more are dropped: lastUsedAt is best effort,
+// never a reason to fail or to grow without bound).
+const (
+	usageBatch = 2048
+	maxPending = 64 << 10
+)
+
 func (u *usage) flusher(st store.Store, every time.Duration, log *slog.Logger) {
 	defer u.wg.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	pending := map[string]int64{}
+	failing, dropped := false, 0
 	flush := func() {
 		if len(pending) == 0 {
 			return
@@ -61,26 +73,38 @@ func (u *usage) flusher(st store.Store, every time.Duration, log *slog.Logger) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := st.TouchLastUsed(ctx, pending); err != nil {
-			log.Warn("lastUsedAt flush failed", "keys", len(pending), "err", err)
+			log.Warn("lastUsedAt flush failed", "keys", len(pending), "dropped", dropped, "err", err)
+			failing = true
 			return // kept for the next tick
 		}
-		pending = map[string]int64{}
+		pending, failing, dropped = map[string]int64{}, false, 0
+	}
+	add := func(m mark) {
+		if old, ok := pending[m.id]; ok {
+			pending[m.id] = max(old, m.at)
+			return
+		}
+		if len(pending) >= maxPending {
+			dropped++
+			return
+		}
+		// A copy: the id may share its memory with a whole cached value.
+		pending[strings.Clone(m.id)] = m.at
+		if len(pending) >= usageBatch && !failing {
+			flush()
+		}
 	}
 	for {
 		select {
 		case m := <-u.queue:
-			if m.at > pending[m.id] {
-				pending[m.id] = m.at
-			}
+			add(m)
 		case <-t.C:
 			flush()
 		case <-u.done:
 			for {
 				select {
 				case m := <-u.queue:
-					if m.at > pending[m.id] {
-						pending[m.id] = m.at
-					}
+					add(m)
 				default:
 					flush()
 					return

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -26,7 +28,13 @@ import (
 //	wsidx    workspaceId 0x00 seq (8 BE)   → apiKeyId            (creation order, for List)
 //	events   workspaceId 0x00 seq (8 BE)   → JSON Event
 //	kevents  apiKeyId 0x00 seq (8 BE)      → JSON Event          (events of one key)
+//	used     apiKeyId                      → lastUsedAt (8 bytes BE, Unix seconds)
 //	meta     "facts"                       → id of the last write transaction (8 BE) made in step
+//
+// lastUsedAt has a bucket of its own so that its flushes, which may touch
+// every key in use each minute, rewrite small values in a small bucket and
+// never read or rewrite the key records (Get and List read it beside the
+// record; a record's own "used" field is from files written before).
 //
 // The JSON Key is the record of a key; a hashes value repeats what a
 // verification needs of it (apikey.Facts), so that Lookup reads one small
@@ -46,7 +54,8 @@ var (
 	bWsIdx   = []byte("wsidx")
 	bEvents  = []byte("events")
 	bKEvents = []byte("kevents")
-	buckets  = [][]byte{bKeys, bHashes, bWsIdx, bEvents, bKEvents}
+	bUsed    = []byte("used")
+	buckets  = [][]byte{bKeys, bHashes, bWsIdx, bEvents, bKEvents, bUsed}
 	// bMeta holds "facts": the id (8 bytes BE) of the last write
 	// transaction made by a binary that keeps the hashes values' facts in
 	// step (see factsInStep).
@@ -252,6 +261,9 @@ func getKey(tx *bolt.Tx, ws, id string) (*Key, error) {
 	}
 	if ws != "" && k.WorkspaceID != ws {
 		return nil, ErrNotFound
+	}
+	if u := tx.Bucket(bUsed).Get([]byte(id)); len(u) == 8 {
+		k.LastUsedAt = max(k.LastUsedAt, int64(binary.BigEndian.Uint64(u)))
 	}
 	return &k, nil
 }
@@ -526,25 +538,23 @@ func (b *Bolt) Events(ctx context.Context, ws, apiKeyID string, p Page) ([]*Even
 	return out, next, nil
 }
 
-// TouchLastUsed implements Store.
+// TouchLastUsed implements Store. It writes the used bucket alone, in id
+// order, and never reads a key record: the ids come from lookups of stored
+// keys (keys are never deleted), and an entry for an id without a record
+// would only never be read.
 func (b *Bolt) TouchLastUsed(ctx context.Context, used map[string]int64) error {
 	if len(used) == 0 {
 		return nil
 	}
+	ids := slices.Sorted(maps.Keys(used)) // in key order: neighbours share pages
 	return mapErr(b.update(func(tx *bolt.Tx) error {
-		for id, at := range used {
-			k, err := getKey(tx, "", id)
-			if errors.Is(err, ErrNotFound) {
+		bk := tx.Bucket(bUsed)
+		for _, id := range ids {
+			at := used[id]
+			if old := bk.Get([]byte(id)); len(old) == 8 && at <= int64(binary.BigEndian.Uint64(old)) {
 				continue
 			}
-			if err != nil {
-				return err
-			}
-			if at <= k.LastUsedAt {
-				continue
-			}
-			k.LastUsedAt = at
-			if err := putKey(tx, k); err != nil {
+			if err := bk.Put([]byte(id), binary.BigEndian.AppendUint64(nil, uint64(at))); err != nil {
 				return err
 			}
 		}

@@ -479,3 +479,62 @@ func TestBoltResyncsAfterForeignWrite(t *testing.T) {
 		t.Fatal("not in step after the sync")
 	}
 }
+
+// lastUsedAt is written to its own bucket: a flush leaves every key record
+// (and so its pages) untouched, and Get and List show the later of the
+// record's own value (files written before) and the bucket's.
+func TestTouchLastUsedLeavesRecords(t *testing.T) {
+	b := openBulkTest(t, "k.db")
+	ctx := context.Background()
+	in := bulkInputs(5)
+	in[1].Key.LastUsedAt = 900 // as a file written before the used bucket holds it
+	if err := b.BulkCreate(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	records := func() string {
+		var sb strings.Builder
+		b.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bKeys).ForEach(func(k, v []byte) error {
+				fmt.Fprintf(&sb, "%s=%s\n", k, v)
+				return nil
+			})
+		})
+		return sb.String()
+	}
+	before := records()
+	if err := b.TouchLastUsed(ctx, map[string]int64{in[0].Key.ID: 1000, in[1].Key.ID: 800, in[2].Key.ID: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.TouchLastUsed(ctx, map[string]int64{in[2].Key.ID: 999}); err != nil { // never moves back
+		t.Fatal(err)
+	}
+	if records() != before {
+		t.Fatal("a lastUsedAt flush rewrote key records")
+	}
+	want := map[*Key]int64{in[0].Key: 1000, in[1].Key: 900, in[2].Key: 1000, in[3].Key: 0}
+	for key, at := range want {
+		k, err := b.Get(ctx, key.WorkspaceID, key.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.LastUsedAt != at {
+			t.Fatalf("get %s: lastUsedAt %d, want %d", key.ID, k.LastUsedAt, at)
+		}
+		keys, _, err := b.List(ctx, key.WorkspaceID, Page{Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, k := range keys {
+			if k.ID == key.ID {
+				found = true
+				if k.LastUsedAt != at {
+					t.Fatalf("list %s: lastUsedAt %d, want %d", k.ID, k.LastUsedAt, at)
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("list misses %s", key.ID)
+		}
+	}
+}

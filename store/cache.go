@@ -55,7 +55,9 @@ func (e *Entry) UnmarkUsed(period, prev int64) { e.used.CompareAndSwap(period, p
 var _ Store = (*Cached)(nil)
 
 // CacheOptions size the cache; zero values take the defaults (1,000,000
-// counters, 64 MiB).
+// counters, 32 MiB). MaxCost is in bytes, counted per entry by factsCost
+// (close to what an entry holds), so the cache's live heap is about
+// MaxCost, and the process's about twice that with the GC's headroom.
 type CacheOptions struct {
 	NumCounters int64
 	MaxCost     int64
@@ -70,7 +72,7 @@ func NewCached(s Store, o CacheOptions) (*Cached, error) {
 		o.NumCounters = 1_000_000
 	}
 	if o.MaxCost <= 0 {
-		o.MaxCost = 64 << 20
+		o.MaxCost = 32 << 20
 	}
 	c, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
 		NumCounters: o.NumCounters,
@@ -85,10 +87,14 @@ func NewCached(s Store, o CacheOptions) (*Cached, error) {
 
 func cacheKey(h *[32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 
+// factsCost estimates the bytes an entry holds: the Entry, the cache's own
+// bookkeeping for it (~80 B), the strings, the scopes and whitelist slices
+// (a netip.Prefix is 32 B), and the packed copy of the facts bolt decodes
+// them from.
 func factsCost(f *apikey.Facts) int64 {
-	n := int64(160 + len(f.APIKeyID) + len(f.WorkspaceID) + 32*len(f.IPWhitelist))
+	n := int64(250 + 2*(len(f.APIKeyID)+len(f.WorkspaceID)) + 35*len(f.IPWhitelist))
 	for _, s := range f.Scopes {
-		n += int64(16 + len(s))
+		n += int64(17 + 2*len(s))
 	}
 	return n
 }

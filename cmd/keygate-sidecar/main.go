@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/sidecar"
+	"github.com/keygate/keygate/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -41,6 +42,7 @@ func run() error {
 	db := flag.String("db", "./data/keygate.db", "bbolt database file (its directory is created)")
 	storeURL := flag.String("store", "", "PostgreSQL URL (postgres://user@host:5432/db) shared by several sidecars, instead of --db")
 	scopesFile := flag.String("scopes-file", "", "optional scope catalog, one scope code a line")
+	cacheMB := flag.Int("cache-mb", 32, "size of the verify cache in MiB (the sidecar's memory is about twice this, plus the store's mapped pages)")
 	usageFlush := flag.Duration("usage-flush", 30*time.Second, "how often lastUsedAt marks are written (a crash loses at most this much of them)")
 	gwFile := flag.String("gateway-secret-file", "", "file holding the gateway secret (else KEYGATE_GATEWAY_SECRET)")
 	adminFile := flag.String("admin-token-file", "", "file holding the admin token (else KEYGATE_ADMIN_TOKEN; admin API off without it)")
@@ -68,8 +70,11 @@ func run() error {
 	if *usageFlush <= 0 || *usageFlush > time.Minute {
 		return errors.New("--usage-flush must be more than 0 and at most 1m (lastUsedAt is accurate to a minute)")
 	}
+	if *cacheMB < 1 || *cacheMB > 1<<20 {
+		return errors.New("--cache-mb must be from 1 to 1048576")
+	}
 	cfg := sidecar.Config{Listen: *listen, DBPath: *db, StoreURL: *storeURL, GatewaySecret: gw, AdminToken: admin, Logger: log,
-		UsageFlushInterval: *usageFlush}
+		UsageFlushInterval: *usageFlush, Cache: store.CacheOptions{MaxCost: int64(*cacheMB) << 20}}
 	if *scopesFile != "" {
 		if cfg.Scopes, err = sidecar.LoadScopes(*scopesFile); err != nil {
 			return err

@@ -61,13 +61,14 @@ addr_from_log() {
   log "no address in $f:"; cat "$f" >&2; return 1
 }
 
-# start_sidecar DB LOG: starts the sidecar on a free loopback port; sets
+# start_sidecar DB LOG: starts the sidecar (with $SIDECAR_ARGS) on a free loopback port; sets
 # SIDECAR_PID, SIDECAR_URL and STARTUP_MS (exec to first 200 of /readyz).
 start_sidecar() {
   local db=$1 logf=$2 t0 t1
   : >"$logf" # truncated here, not in the child: addr_from_log must not read an earlier run's address
   t0=$(date +%s%N)
-  $(server_cpu) "$BIN/keygate-sidecar" --listen 127.0.0.1:0 --db "$db" 2>>"$logf" &
+  # shellcheck disable=SC2086 # SIDECAR_ARGS: extra flags, split on spaces
+  $(server_cpu) "$BIN/keygate-sidecar" --listen 127.0.0.1:0 --db "$db" ${SIDECAR_ARGS:-} 2>>"$logf" &
   SIDECAR_PID=$!
   PIDS+=("$SIDECAR_PID")
   SIDECAR_URL=http://$(addr_from_log "$logf")

@@ -77,7 +77,7 @@ func FuzzParseVerify(f *testing.F) {
 	} {
 		f.Add([]byte(tc[0]), []byte(tc[1]))
 	}
-	fresh := func() *Server { return &Server{verifyTails: map[string]*verifyParams{}} }
+	fresh := func() *Server { return &Server{} }
 	f.Fuzz(func(t *testing.T, learn, probe []byte) {
 		warm := fresh()
 		warm.parseVerify(learn)

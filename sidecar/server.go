@@ -25,6 +25,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate/api"
@@ -130,8 +131,10 @@ type Server struct {
 	cacheMs int // how long the plugin may cache a verify answer
 	// verifyTails remembers the parameters of verify bodies by what follows
 	// the key (see parseVerify), at most maxVerifyTails of them.
-	tailsMu     sync.RWMutex
-	verifyTails map[string]*verifyParams // never modified once stored
+	// The map is replaced, never modified, once stored (a read takes no
+	// lock); tailsMu orders the writers.
+	tailsMu     sync.Mutex
+	verifyTails atomic.Pointer[map[string]*verifyParams]
 	done        chan error
 	stop        sync.Once
 }
@@ -187,8 +190,7 @@ func Start(cfg Config) (*Server, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1),
-		verifyTails: map[string]*verifyParams{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1)}
 	st := cfg.Store
 	switch {
 	case st == nil && cfg.StoreURL != "":

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/netip"
 	"strconv"
 	"time"
@@ -55,8 +56,12 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 	} else {
 		s.metrics.countVerify(envelope.Code(d.Code()))
 	}
+	var factsJSON []byte
+	if d != apikey.DenyInvalid {
+		factsJSON = e.Memo(renderFacts)
+	}
 	var buf [512]byte
-	replyAt(ctx, now, rid, envelope.OK, "", appendVerifyData(buf[:0], d, facts, s.cacheMs))
+	replyAt(ctx, now, rid, envelope.OK, "", appendVerifyData(buf[:0], d, factsJSON, s.cacheMs))
 }
 
 // parseVerify reads a verify body. The plugin sends the same body after the
@@ -67,9 +72,10 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 // anything else is decoded in full.
 func (s *Server) parseVerify(body []byte) (string, verifyParams, error) {
 	if key, ip, tail, ok := splitVerify(body); ok {
-		s.tailsMu.RLock()
-		p := s.verifyTails[string(tail)] // map index: no copy of tail
-		s.tailsMu.RUnlock()
+		var p *verifyParams
+		if tails := s.verifyTails.Load(); tails != nil {
+			p = (*tails)[string(tail)] // map index: no copy of tail
+		}
 		if p != nil {
 			v := *p
 			if len(ip) > 0 {
@@ -113,8 +119,15 @@ func (s *Server) parseVerify(body []byte) (string, verifyParams, error) {
 		kept := p
 		kept.clientIP = netip.Addr{}
 		s.tailsMu.Lock()
-		if len(s.verifyTails) < maxVerifyTails {
-			s.verifyTails[string(tail)] = &kept
+		var old map[string]*verifyParams
+		if t := s.verifyTails.Load(); t != nil {
+			old = *t
+		}
+		if _, seen := old[string(tail)]; !seen && len(old) < maxVerifyTails {
+			m := make(map[string]*verifyParams, len(old)+1)
+			maps.Copy(m, old)
+			m[string(tail)] = &kept
+			s.verifyTails.Store(&m)
 		}
 		s.tailsMu.Unlock()
 	}
@@ -179,9 +192,10 @@ const (
 	maxClientIPLen   = 64
 )
 
-// appendVerifyData appends the data of a verify answer: the decision, and
-// the key facts unless the key is not valid.
-func appendVerifyData(b []byte, d apikey.Decision, f *apikey.Facts, cacheMs int) []byte {
+// appendVerifyData appends the data of a verify answer: the decision, the
+// key's facts as renderFacts wrote them (none when the key is not valid)
+// and cacheMs.
+func appendVerifyData(b []byte, d apikey.Decision, factsJSON []byte, cacheMs int) []byte {
 	if d == apikey.Allow {
 		b = append(b, `{"allow":true,"denyCode":""`...)
 	} else {
@@ -189,43 +203,50 @@ func appendVerifyData(b []byte, d apikey.Decision, f *apikey.Facts, cacheMs int)
 		b = append(b, d.Code()...)
 		b = append(b, '"')
 	}
-	if d != apikey.DenyInvalid {
-		b = append(b, `,"apiKeyId":`...)
-		b = envelope.AppendString(b, f.APIKeyID)
-		b = append(b, `,"workspaceId":`...)
-		b = envelope.AppendString(b, f.WorkspaceID)
-		b = append(b, `,"mode":"`...)
-		b = append(b, f.Mode.String()...)
-		b = append(b, `","scopes":[`...)
-		for i, sc := range f.Scopes {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = envelope.AppendString(b, sc)
-		}
-		b = append(b, `],"ipWhitelist":[`...)
-		for i, p := range f.IPWhitelist {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, '"')
-			if p.IsSingleIP() {
-				b = p.Addr().AppendTo(b)
-			} else {
-				b = p.AppendTo(b)
-			}
-			b = append(b, '"')
-		}
-		b = append(b, ']')
-		if f.ExpiresAt != 0 {
-			b = append(b, `,"expiresAt":"`...)
-			b = time.Unix(f.ExpiresAt, 0).UTC().AppendFormat(b, time.RFC3339)
-			b = append(b, '"')
-		}
-	}
+	b = append(b, factsJSON...)
 	b = append(b, `,"cacheMs":`...)
 	b = strconv.AppendInt(b, int64(cacheMs), 10)
 	return append(b, '}')
+}
+
+// renderFacts writes the facts members of a verify answer (each preceded
+// by a comma); the sidecar keeps them with the cache entry (Entry.Memo), so
+// a hit does not write them again.
+func renderFacts(f *apikey.Facts) []byte {
+	b := make([]byte, 0, 128+32*len(f.IPWhitelist))
+	b = append(b, `,"apiKeyId":`...)
+	b = envelope.AppendString(b, f.APIKeyID)
+	b = append(b, `,"workspaceId":`...)
+	b = envelope.AppendString(b, f.WorkspaceID)
+	b = append(b, `,"mode":"`...)
+	b = append(b, f.Mode.String()...)
+	b = append(b, `","scopes":[`...)
+	for i, sc := range f.Scopes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = envelope.AppendString(b, sc)
+	}
+	b = append(b, `],"ipWhitelist":[`...)
+	for i, p := range f.IPWhitelist {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		if p.IsSingleIP() {
+			b = p.Addr().AppendTo(b)
+		} else {
+			b = p.AppendTo(b)
+		}
+		b = append(b, '"')
+	}
+	b = append(b, ']')
+	if f.ExpiresAt != 0 {
+		b = append(b, `,"expiresAt":"`...)
+		b = time.Unix(f.ExpiresAt, 0).UTC().AppendFormat(b, time.RFC3339)
+		b = append(b, '"')
+	}
+	return b
 }
 
 // lookup returns the cache entry of a presented key, or nil when it is

@@ -33,6 +33,20 @@ type Entry struct {
 	hash  [32]byte
 	gen   uint64
 	used  atomic.Int64 // the last period MarkUsed claimed
+	memo  atomic.Pointer[[]byte]
+}
+
+// Memo returns what render makes of the entry's facts, rendered once per
+// entry (callers that race may each render; one result is kept). It is for
+// one caller's rendering (the sidecar's answer): every call must pass the
+// same render.
+func (e *Entry) Memo(render func(*apikey.Facts) []byte) []byte {
+	if p := e.memo.Load(); p != nil {
+		return *p
+	}
+	b := render(&e.Facts)
+	e.memo.CompareAndSwap(nil, &b)
+	return b
 }
 
 // MarkUsed claims period (a caller's unit of time, such as a Unix minute)
@@ -89,12 +103,12 @@ func cacheKey(h *[32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 
 // factsCost estimates the bytes an entry holds: the Entry, the cache's own
 // bookkeeping for it (~80 B), the strings, the scopes and whitelist slices
-// (a netip.Prefix is 32 B), and the packed copy of the facts bolt decodes
-// them from.
+// (a netip.Prefix is 32 B), the packed copy of the facts bolt decodes them
+// from, and a Memo of them rendered as JSON.
 func factsCost(f *apikey.Facts) int64 {
-	n := int64(250 + 2*(len(f.APIKeyID)+len(f.WorkspaceID)) + 35*len(f.IPWhitelist))
+	n := int64(380 + 3*(len(f.APIKeyID)+len(f.WorkspaceID)) + 55*len(f.IPWhitelist))
 	for _, s := range f.Scopes {
-		n += int64(17 + 2*len(s))
+		n += int64(20 + 3*len(s))
 	}
 	return n
 }

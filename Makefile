@@ -31,10 +31,22 @@ lint: vet
 
 # Every fuzz target for FUZZTIME each (CI: short; `make fuzz FUZZTIME=5m` for long runs).
 # A crasher is written to the package's testdata/fuzz/ (commit it) and fails the run.
+# Go 1.26's fuzz coordinator can fail a run at the FUZZTIME boundary with a bare
+# "context deadline exceeded" (golang/go#75804, fixed in Go 1.27) on a busy
+# machine: such a run, with no failing input written and no panic, is run once
+# more and then tolerated; anything else fails.
 fuzz:
-	@set -e; for dir in $$(grep -rl --exclude-dir=node_modules --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	for dir in $$(grep -rl --exclude-dir=node_modules --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 	  for f in $$(grep -h '^func Fuzz' $$dir/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
-	    echo "== $$dir $$f"; $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$dir; \
+	    echo "== $$dir $$f"; \
+	    for try in 1 2; do \
+	      if $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$dir >$$log 2>&1; then cat $$log; break; fi; \
+	      cat $$log; \
+	      if grep -q 'context deadline exceeded' $$log && ! grep -q 'Failing input written\|panic:' $$log; then \
+	        echo "   (fuzz coordinator deadline race, golang/go#75804: no failing input; try $$try of 2)"; continue; fi; \
+	      exit 1; \
+	    done; \
 	  done; done
 
 # The short pass `make test` ends with: every fuzz target for 10 s (about 2 minutes).

@@ -161,3 +161,51 @@ func TestSecretHashReadsBothForms(t *testing.T) {
 		t.Fatal("short hash accepted")
 	}
 }
+
+// A cache entry's use mark is claimed once a period and can be given back;
+// its memo is rendered once and shared.
+func TestCachedEntryMarksAndMemo(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := openBolt(t)
+	c, err := store.NewCached(b, store.CacheOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "k", Mode: apikey.Live, Scopes: []string{"a:b"}, CreatedAt: 1}
+	h := apikey.Hash("entry test secret")
+	if err := c.Create(ctx, k, h, store.Event{EventID: "e", Action: store.ActionCreated}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.Find(ctx, h)
+	if err != nil || e.Facts.APIKeyID != k.ID {
+		t.Fatalf("find: %+v %v", e, err)
+	}
+	if prev, first := e.MarkUsed(10); !first || prev != 0 {
+		t.Fatalf("first mark: %d %v", prev, first)
+	}
+	if _, first := e.MarkUsed(10); first {
+		t.Fatal("same period marked twice")
+	}
+	if _, first := e.MarkUsed(9); first {
+		t.Fatal("an earlier period marked")
+	}
+	e.UnmarkUsed(10, 0) // the caller could not record it
+	if prev, first := e.MarkUsed(10); !first || prev != 0 {
+		t.Fatalf("after unmark: %d %v", prev, first)
+	}
+	e.MarkUsed(11)
+	e.UnmarkUsed(10, 0) // a later period was claimed since: stays
+	if _, first := e.MarkUsed(11); first {
+		t.Fatal("unmark of an older period undid a later one")
+	}
+	renders := 0
+	render := func(f *apikey.Facts) []byte { renders++; return []byte(f.APIKeyID) }
+	if got := string(e.Memo(render)); got != k.ID {
+		t.Fatalf("memo %q", got)
+	}
+	if got := string(e.Memo(render)); got != k.ID || renders != 1 {
+		t.Fatalf("memo %q rendered %d times", got, renders)
+	}
+}

@@ -1,7 +1,9 @@
 package sidecar
 
 import (
+	"bytes"
 	"errors"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -90,8 +92,23 @@ func FuzzParseVerify(f *testing.F) {
 		if err1 != nil {
 			return
 		}
-		if k1 != k2 || p1.modes != p2.modes || p1.clientIP != p2.clientIP || !slices.Equal(p1.scopes, p2.scopes) {
+		if !bytes.Equal(k1, k2) || p1.modes != p2.modes || p1.clientIP != p2.clientIP || !slices.Equal(p1.scopes, p2.scopes) {
 			t.Fatalf("fast path %q %+v, full decode %q %+v", k1, p1, k2, p2)
+		}
+	})
+}
+
+// Property: parseAddr reads an address exactly as netip.ParseAddr does.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"10.9.200.1", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.", ".1.2.3",
+		"1..2.3", "1.2.3.4.5", "::1", "fe80::1%eth0", "::ffff:1.2.3.4", "", "1.2.3.04", "1.2.3.400", "0.0.0.00"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, gotErr := parseAddr(b)
+		want, wantErr := netip.ParseAddr(string(b))
+		if got != want || (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("parseAddr(%q) = %v, %v; netip: %v, %v", b, got, gotErr, want, wantErr)
 		}
 	})
 }

@@ -16,6 +16,7 @@ package sidecar
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -397,19 +398,20 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	// Paths are served only as sent: fasthttp would decode and resolve a
 	// percent-encoded or dot-segment path into another route (a gateway
 	// route for /console must not reach /metrics as /console%2F..%2Fmetrics).
-	if !canonicalPath(string(ctx.Request.URI().PathOriginal())) {
+	if !canonicalPath(ctx.Request.URI().PathOriginal()) {
 		reply(ctx, rid, envelope.NotFound, "Not found", nil)
 		return
 	}
-	path := string(ctx.Path())
-	switch path {
-	case "/internal/v1/verify":
+	if string(ctx.Path()) == "/internal/v1/verify" { // compared without a copy
 		if !ctx.IsPost() {
 			methodNotAllowed(ctx, rid, "POST")
 			return
 		}
 		s.handleVerify(ctx, rid)
 		return
+	}
+	path := string(ctx.Path())
+	switch path {
 	case "/healthz", "/readyz", "/metrics", "/openapi.yaml":
 		if !ctx.IsGet() && !ctx.IsHead() {
 			methodNotAllowed(ctx, rid, "GET, HEAD")
@@ -434,16 +436,18 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 // canonicalPath reports whether a raw request path is one that no
 // normalization would change: no percent-encoding, no empty, "." or ".."
 // segment, no backslash. No route of the sidecar needs anything else.
-func canonicalPath(p string) bool {
-	if p == "" || p[0] != '/' || strings.ContainsAny(p, "%\\") {
+func canonicalPath(p []byte) bool {
+	if len(p) == 0 || p[0] != '/' || bytes.ContainsAny(p, "%\\") || bytes.Contains(p, []byte("//")) {
 		return false
 	}
-	for seg := range strings.SplitSeq(p[1:], "/") {
-		if seg == "." || seg == ".." {
+	for rest, found := p[1:], true; found; {
+		var seg []byte
+		seg, rest, found = bytes.Cut(rest, []byte("/"))
+		if string(seg) == "." || string(seg) == ".." {
 			return false
 		}
 	}
-	return !strings.Contains(p, "//")
+	return true
 }
 
 // handleInfo serves the operational endpoints: health, readiness, metrics

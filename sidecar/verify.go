@@ -70,7 +70,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 // client address sends "clientIp" right after the key; so what follows those
 // (the tail) is decoded once and its parameters kept (a bounded map), and
 // anything else is decoded in full.
-func (s *Server) parseVerify(body []byte) (string, verifyParams, error) {
+func (s *Server) parseVerify(body []byte) ([]byte, verifyParams, error) {
 	if key, ip, tail, ok := splitVerify(body); ok {
 		var p *verifyParams
 		if tails := s.verifyTails.Load(); tails != nil {
@@ -79,24 +79,24 @@ func (s *Server) parseVerify(body []byte) (string, verifyParams, error) {
 		if p != nil {
 			v := *p
 			if len(ip) > 0 {
-				addr, err := netip.ParseAddr(string(ip))
+				addr, err := parseAddr(ip)
 				if err != nil {
-					return "", verifyParams{}, badRequest("clientIp must be an IP address")
+					return nil, verifyParams{}, badRequest("clientIp must be an IP address")
 				}
 				v.clientIP = addr
 			}
-			return string(key), v, nil
+			return key, v, nil
 		}
 	}
 	var req apikey.VerifyRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		return "", verifyParams{}, badRequest("body must be a verify request object")
+		return nil, verifyParams{}, badRequest("body must be a verify request object")
 	}
 	p := verifyParams{scopes: req.RequiredScopes}
 	for _, m := range req.AllowedModes {
 		mode, ok := apikey.ParseMode(m)
 		if !ok {
-			return "", verifyParams{}, badRequest("allowedModes entries must be LIVE or TEST")
+			return nil, verifyParams{}, badRequest("allowedModes entries must be LIVE or TEST")
 		}
 		p.modes |= apikey.ModesOf(mode)
 	}
@@ -106,7 +106,7 @@ func (s *Server) parseVerify(body []byte) (string, verifyParams, error) {
 	if req.ClientIP != "" {
 		ip, err := netip.ParseAddr(req.ClientIP)
 		if err != nil {
-			return "", verifyParams{}, badRequest("clientIp must be an IP address")
+			return nil, verifyParams{}, badRequest("clientIp must be an IP address")
 		}
 		p.clientIP = ip
 	}
@@ -131,7 +131,34 @@ func (s *Server) parseVerify(body []byte) (string, verifyParams, error) {
 		}
 		s.tailsMu.Unlock()
 	}
-	return req.Key, p, nil
+	return []byte(req.Key), p, nil
+}
+
+// parseAddr is netip.ParseAddr of b, without copying b to a string for a
+// plain IPv4 address (the common case); anything else goes to ParseAddr.
+func parseAddr(b []byte) (netip.Addr, error) {
+	var a [4]byte
+	field, digits, n := 0, 0, 0
+	for i, c := range b {
+		switch {
+		case '0' <= c && c <= '9' && digits < 3 && !(digits == 1 && n == 0):
+			n = n*10 + int(c-'0')
+			digits++
+		case c == '.' && digits > 0 && field < 3 && i+1 < len(b):
+			if n > 255 {
+				return netip.ParseAddr(string(b))
+			}
+			a[field] = byte(n)
+			field, digits, n = field+1, 0, 0
+		default:
+			return netip.ParseAddr(string(b))
+		}
+	}
+	if field != 3 || digits == 0 || n > 255 {
+		return netip.ParseAddr(string(b))
+	}
+	a[3] = byte(n)
+	return netip.AddrFrom4(a), nil
 }
 
 // splitVerify splits a body of the form {"key":"KEY"[,"clientIp":"IP"]TAIL
@@ -146,7 +173,7 @@ func splitVerify(body []byte) (key, ip, tail []byte, ok bool) {
 	}
 	key = body[len(head) : len(head)+apikey.SecretLen]
 	for _, c := range key {
-		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '_') {
+		if !keyChar[c] {
 			return nil, nil, nil, false
 		}
 	}
@@ -161,6 +188,14 @@ func splitVerify(body []byte) (key, ip, tail []byte, ok bool) {
 	}
 	return key, ip, rest, true
 }
+
+// keyChar: the bytes a key is made of (letters, digits, underscore).
+var keyChar = func() (t [256]bool) {
+	for c := range t {
+		t[c] = '0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '_'
+	}
+	return t
+}()
 
 // plainASCII reports whether b is printable ASCII without a backslash.
 func plainASCII(b []byte) bool {
@@ -253,7 +288,7 @@ func renderFacts(f *apikey.Facts) []byte {
 // malformed or unknown. A bad checksum never reaches the store. The store
 // call has no deadline of ours: a cache hit needs none, bbolt reads do not
 // block, and the PostgreSQL store bounds calls without one itself.
-func (s *Server) lookup(key string) (*store.Entry, error) {
+func (s *Server) lookup(key []byte) (*store.Entry, error) {
 	if _, ok := apikey.ParseSecret(key); !ok {
 		return nil, nil
 	}

@@ -145,7 +145,7 @@ func base62Value(c byte) int { return int(base62Values[c]) }
 
 // ParseSecret checks that s has the secret format and a valid checksum, and
 // returns its mode. It does not allocate.
-func ParseSecret(s string) (Mode, bool) {
+func ParseSecret[T string | []byte](s T) (Mode, bool) {
 	if len(s) != SecretLen {
 		return 0, false
 	}
@@ -186,7 +186,7 @@ var crcTables = func() (t [8][256]uint32) {
 // crc32IEEEString is CRC-32 (IEEE) of s, sliced by 8 over our own tables:
 // as fast as the library's for the 40 bytes of a key and, unlike a call
 // through it, it never makes s escape (so checking a key never allocates).
-func crc32IEEEString(s string) uint32 {
+func crc32IEEEString[T string | []byte](s T) uint32 {
 	crc := ^uint32(0)
 	t := &crcTables
 	for len(s) >= 8 {
@@ -217,8 +217,8 @@ func ValidID(s string) bool {
 	return true
 }
 
-func prefixMode(s string) (Mode, bool) {
-	switch s[:prefixLen] {
+func prefixMode[T string | []byte](s T) (Mode, bool) {
+	switch string(s[:prefixLen]) {
 	case prefixLive:
 		return Live, true
 	case prefixTest:
@@ -229,7 +229,7 @@ func prefixMode(s string) (Mode, bool) {
 
 // Hash is what is stored of a secret: SHA-256 of its bytes. It does not
 // allocate for secrets of the key format's length.
-func Hash(secret string) [32]byte {
+func Hash[T string | []byte](secret T) [32]byte {
 	var buf [SecretLen]byte
 	if len(secret) <= len(buf) {
 		n := copy(buf[:], secret)

@@ -63,7 +63,7 @@ type Config struct {
 	AdminToken []byte
 	// Bolt tunes the bbolt backend.
 	Bolt store.BoltOptions
-	// Cache sizes the verify cache (store.CacheOptions; default 32 MiB).
+	// Cache sizes the verify cache (store.CacheOptions; default 16 MiB).
 	Cache store.CacheOptions
 	// ShutdownTimeout bounds draining on stop (default 10 s).
 	ShutdownTimeout time.Duration

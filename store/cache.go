@@ -92,7 +92,7 @@ func (e *Entry) UnmarkUsed(period, prev int64) { e.used.CompareAndSwap(period, p
 var _ Store = (*Cached)(nil)
 
 // CacheOptions size the cache; zero values take the defaults (1,000,000
-// counters, 32 MiB). MaxCost is in bytes, counted per entry by factsCost
+// counters, 16 MiB). MaxCost is in bytes, counted per entry by factsCost
 // (close to what an entry holds), so the cache's live heap is about
 // MaxCost, and the process's about twice that with the GC's headroom; the
 // table of hot entries in front of it adds a fixed 512 KiB.
@@ -110,7 +110,7 @@ func NewCached(s Store, o CacheOptions) (*Cached, error) {
 		o.NumCounters = 1_000_000
 	}
 	if o.MaxCost <= 0 {
-		o.MaxCost = 32 << 20
+		o.MaxCost = 16 << 20
 	}
 	hot := new([hotSlots]atomic.Pointer[Entry])
 	c, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{

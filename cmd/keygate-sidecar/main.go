@@ -42,7 +42,7 @@ func run() error {
 	db := flag.String("db", "./data/keygate.db", "bbolt database file (its directory is created)")
 	storeURL := flag.String("store", "", "PostgreSQL URL (postgres://user@host:5432/db) shared by several sidecars, instead of --db")
 	scopesFile := flag.String("scopes-file", "", "optional scope catalog, one scope code a line")
-	cacheMB := flag.Int("cache-mb", 32, "size of the verify cache in MiB (the sidecar's memory is about twice this, plus the store's mapped pages)")
+	cacheMB := flag.Int("cache-mb", 16, "size of the verify cache in MiB (the sidecar's memory is about twice this, plus the store's mapped pages)")
 	usageFlush := flag.Duration("usage-flush", 30*time.Second, "how often lastUsedAt marks are written (a crash loses at most this much of them)")
 	gwFile := flag.String("gateway-secret-file", "", "file holding the gateway secret (else KEYGATE_GATEWAY_SECRET)")
 	adminFile := flag.String("admin-token-file", "", "file holding the admin token (else KEYGATE_ADMIN_TOKEN; admin API off without it)")

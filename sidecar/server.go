@@ -209,6 +209,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	co := cfg.Cache
 	co.OnStore = func(d time.Duration) { s.metrics.observeDuration("lookup", d) }
+	co.Render = renderFacts
 	cached, err := store.NewCached(st, co)
 	if err != nil {
 		st.Close()

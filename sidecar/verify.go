@@ -58,7 +58,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 	}
 	var factsJSON []byte
 	if d != apikey.DenyInvalid {
-		factsJSON = e.Memo(renderFacts)
+		factsJSON = e.Rendered
 	}
 	var buf [512]byte
 	replyAt(ctx, now, rid, envelope.OK, "", appendVerifyData(buf[:0], d, factsJSON, s.cacheMs))
@@ -245,8 +245,8 @@ func appendVerifyData(b []byte, d apikey.Decision, factsJSON []byte, cacheMs int
 }
 
 // renderFacts writes the facts members of a verify answer (each preceded
-// by a comma); the sidecar keeps them with the cache entry (Entry.Memo), so
-// a hit does not write them again.
+// by a comma); the cache renders them once, when it reads a key from the
+// store (store.CacheOptions.Render), so a hit does not write them again.
 func renderFacts(f *apikey.Facts) []byte {
 	b := make([]byte, 0, 128+32*len(f.IPWhitelist))
 	b = append(b, `,"apiKeyId":`...)

@@ -163,12 +163,14 @@ func TestSecretHashReadsBothForms(t *testing.T) {
 }
 
 // A cache entry's use mark is claimed once a period and can be given back;
-// its memo is rendered once and shared.
-func TestCachedEntryMarksAndMemo(t *testing.T) {
+// its facts are rendered once, when they are read from the store.
+func TestCachedEntryMarksAndRendered(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := openBolt(t)
-	c, err := store.NewCached(b, store.CacheOptions{})
+	renders := 0
+	render := func(f *apikey.Facts) []byte { renders++; return []byte(f.APIKeyID) }
+	c, err := store.NewCached(b, store.CacheOptions{Render: render})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,12 +202,16 @@ func TestCachedEntryMarksAndMemo(t *testing.T) {
 	if _, first := e.MarkUsed(11); first {
 		t.Fatal("unmark of an older period undid a later one")
 	}
-	renders := 0
-	render := func(f *apikey.Facts) []byte { renders++; return []byte(f.APIKeyID) }
-	if got := string(e.Memo(render)); got != k.ID {
-		t.Fatalf("memo %q", got)
+	if got := string(e.Rendered); got != k.ID || renders != 1 {
+		t.Fatalf("rendered %q, %d times", got, renders)
 	}
-	if got := string(e.Memo(render)); got != k.ID || renders != 1 {
-		t.Fatalf("memo %q rendered %d times", got, renders)
+	c.Wait()
+	for range 3 { // hits: the same entry, not rendered again
+		if hit, err := c.Find(ctx, h); err != nil || hit != e || string(hit.Rendered) != k.ID {
+			t.Fatalf("hit: %p %v, want %p", hit, err, e)
+		}
+	}
+	if renders != 1 {
+		t.Fatalf("rendered %d times", renders)
 	}
 }

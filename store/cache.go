@@ -37,6 +37,7 @@ type Cached struct {
 	cache   *ristretto.Cache[uint64, *Entry]
 	gen     atomic.Uint64
 	onStore func(time.Duration)
+	render  func(*apikey.Facts) []byte
 	hot     *[hotSlots]atomic.Pointer[Entry]
 }
 
@@ -49,27 +50,19 @@ const (
 )
 
 // Entry is one cached lookup: the facts of a secret, by value (one pointer
-// less to chase on a hit). Its fields are never modified after it is cached,
-// except the use mark (MarkUsed).
+// less to chase on a hit), and what CacheOptions.Render made of them. Its
+// fields are never modified after it is cached, except the use mark
+// (MarkUsed). What a hit reads first (hash, generation, use mark, rendered
+// bytes) leads, so it shares cache lines with the start of the facts.
 type Entry struct {
-	Facts apikey.Facts
-	hash  [32]byte
-	gen   uint64
-	used  atomic.Int64 // the last period MarkUsed claimed
-	memo  atomic.Pointer[[]byte]
-}
-
-// Memo returns what render makes of the entry's facts, rendered once per
-// entry (callers that race may each render; one result is kept). It is for
-// one caller's rendering (the sidecar's answer): every call must pass the
-// same render.
-func (e *Entry) Memo(render func(*apikey.Facts) []byte) []byte {
-	if p := e.memo.Load(); p != nil {
-		return *p
-	}
-	b := render(&e.Facts)
-	e.memo.CompareAndSwap(nil, &b)
-	return b
+	hash [32]byte
+	gen  uint64
+	used atomic.Int64 // the last period MarkUsed claimed
+	// Rendered is CacheOptions.Render of Facts, made when the entry was
+	// read from the store (nil without a Render): a hit neither renders
+	// nor follows another pointer to it.
+	Rendered []byte
+	Facts    apikey.Facts
 }
 
 // MarkUsed claims period (a caller's unit of time, such as a Unix minute)
@@ -102,6 +95,9 @@ type CacheOptions struct {
 	// OnStore, when set, is given the duration of every lookup that
 	// reached the store (a miss), for metrics.
 	OnStore func(time.Duration)
+	// Render, when set, makes Entry.Rendered of the facts of every entry
+	// read from the store (the sidecar's answer, so a hit does not write it).
+	Render func(*apikey.Facts) []byte
 }
 
 // NewCached wraps s.
@@ -128,7 +124,7 @@ func NewCached(s Store, o CacheOptions) (*Cached, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cached{Store: s, cache: c, onStore: o.OnStore, hot: hot}, nil
+	return &Cached{Store: s, cache: c, onStore: o.OnStore, render: o.Render, hot: hot}, nil
 }
 
 // cacheKey is ristretto's key for a hash (the hash is already uniform, so
@@ -139,7 +135,7 @@ func hotSlot(h *[32]byte) uint32  { return binary.LittleEndian.Uint32(h[8:12]) %
 // factsCost estimates the bytes an entry holds: the Entry, the cache's own
 // bookkeeping for it (~80 B), the strings, the scopes and whitelist slices
 // (a netip.Prefix is 32 B), the packed copy of the facts bolt decodes them
-// from, and a Memo of them rendered as JSON.
+// from, and Entry.Rendered (the sidecar's JSON of them).
 func factsCost(f *apikey.Facts) int64 {
 	n := int64(380 + 3*(len(f.APIKeyID)+len(f.WorkspaceID)) + 55*len(f.IPWhitelist))
 	for _, s := range f.Scopes {
@@ -184,6 +180,9 @@ func (c *Cached) Find(ctx context.Context, h [32]byte) (*Entry, error) {
 		return nil, err
 	}
 	e := &Entry{Facts: *f, hash: h, gen: g}
+	if c.render != nil {
+		e.Rendered = c.render(f)
+	}
 	c.cache.Set(cacheKey(&h), e, factsCost(f))
 	return e, nil
 }

@@ -192,6 +192,57 @@ func TestPostgresStoresOnlyHashes(t *testing.T) {
 	}
 }
 
+// A full disk in PostgreSQL (SQLSTATE 53100, disk_full) is ErrFull, which
+// the sidecar answers 507, and leaves nothing stored; the same create
+// succeeds once there is room. The server raises the error from a trigger,
+// where a full disk would raise it from the insert.
+func TestPostgresDiskFullIsFull(t *testing.T) {
+	t.Parallel()
+	dsn := freshDB(t)
+	p := openPostgres(t, dsn)
+	defer p.Close()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{
+		`CREATE FUNCTION keygate_test_full() RETURNS trigger LANGUAGE plpgsql AS $$
+		 BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = '53100'; END $$`,
+		`CREATE TRIGGER keygate_test_full BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION keygate_test_full()`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := apikey.NewSecret(apikey.Live).Reveal()
+	k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "n", Mode: apikey.Live,
+		Scopes: []string{"a:b"}, IPWhitelist: []string{}, CreatedAt: 1_700_000_000}
+	ev := store.Event{EventID: "e1", Action: store.ActionCreated}
+	if err := p.Create(ctx, k, apikey.Hash(secret), ev); !errors.Is(err, store.ErrFull) {
+		t.Fatalf("create on a full disk: %v, want ErrFull", err)
+	}
+	if _, err := p.Get(ctx, "ws", k.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a create that failed for room left its key: %v", err)
+	}
+	if _, err := p.Lookup(ctx, apikey.Hash(secret)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a create that failed for room left its secret: %v", err)
+	}
+	if err := p.Ready(ctx); err != nil {
+		t.Fatalf("not ready after a full disk: %v", err)
+	}
+	if _, err := conn.Exec(ctx, `DROP TRIGGER keygate_test_full ON events`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Create(ctx, k, apikey.Hash(secret), ev); err != nil {
+		t.Fatalf("create once there is room: %v", err)
+	}
+	if f, err := p.Lookup(ctx, apikey.Hash(secret)); err != nil || f.APIKeyID != k.ID {
+		t.Fatalf("lookup after room: %+v %v", f, err)
+	}
+}
+
 // Roll windows exactly as bbolt: earlier secrets keep the smaller window,
 // and the secrets list of the key says so.
 func TestPostgresRollWindowsMatchBolt(t *testing.T) {

@@ -567,3 +567,70 @@ services:
 		t.Errorf("plugin process %d still alive after Run returned", pid)
 	}
 }
+
+// kongemu's own HTTP limits: a client that trickles its headers is cut off
+// after ReadHeaderTimeout, and headers over MaxHeaderBytes are refused with
+// 431; neither reaches the plugin or the upstream, and the next request is
+// served.
+func TestServerLimits(t *testing.T) {
+	up := newUpstream(t)
+	yml := fill(`_format_version: "3.0"
+services:
+- name: s
+  url: UPSTREAM
+  routes: [{name: r, paths: [/]}]
+  plugins: [{name: testplugin}]
+`, "UPSTREAM", up.URL)
+	e := startEmu(t, yml, func(c *Config) {
+		c.ReadHeaderTimeout = 300 * time.Millisecond
+		c.MaxHeaderBytes = 4 << 10
+	})
+	hits := up.hits.Load()
+	addr := strings.TrimPrefix(e.base, "http://")
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	begin := time.Now()
+	conn.Write([]byte("GET / HTTP/1.1\r\nHost: kong\r\n"))
+	closed := make(chan struct{})
+	go func() {
+		var b [512]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				close(closed)
+				return
+			}
+		}
+	}()
+	trickled := false
+	for range 50 { // one header byte every 100 ms: never a whole request
+		select {
+		case <-closed:
+			trickled = true
+		case <-time.After(100 * time.Millisecond):
+			conn.Write([]byte("X"))
+			continue
+		}
+		break
+	}
+	if !trickled {
+		t.Fatal("a client trickling its headers was never cut off")
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Fatalf("cut off only after %s", d)
+	}
+
+	res := e.do(t, "GET", "/", map[string]string{"X-Big": strings.Repeat("a", 8<<10)})
+	if res.status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("oversized headers answered %d, want 431", res.status)
+	}
+	if up.hits.Load() != hits {
+		t.Fatal("a request over the limits reached the upstream")
+	}
+	if res := e.do(t, "GET", "/", nil); res.status != 200 || up.hits.Load() != hits+1 {
+		t.Fatalf("next request: %d", res.status)
+	}
+}

@@ -387,13 +387,7 @@ func TestIPv6Peer(t *testing.T) {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
 	up := newUpstream(t)
-	yml := fill(`_format_version: "3.0"
-services:
-- name: s
-  url: UPSTREAM
-  routes: [{name: r, paths: [/]}]
-  plugins: [{name: testplugin}]
-`, "UPSTREAM", up.URL)
+	yml := fill(oneRouteYAML, "UPSTREAM", up.URL)
 	e := startEmu(t, yml, func(c *Config) {
 		c.Listener = ln
 		c.TrustedIPs, _ = ParseTrustedIPs("::1/128")
@@ -545,15 +539,18 @@ services:
 	}
 }
 
-func TestGracefulStopStopsPlugin(t *testing.T) {
-	up := newUpstream(t)
-	yml := fill(`_format_version: "3.0"
+// oneRouteYAML: one service and route, the test plugin with its defaults.
+const oneRouteYAML = `_format_version: "3.0"
 services:
 - name: s
   url: UPSTREAM
   routes: [{name: r, paths: [/]}]
   plugins: [{name: testplugin}]
-`, "UPSTREAM", up.URL)
+`
+
+func TestGracefulStopStopsPlugin(t *testing.T) {
+	up := newUpstream(t)
+	yml := fill(oneRouteYAML, "UPSTREAM", up.URL)
 	var pid int
 	t.Run("run", func(t *testing.T) {
 		e := startEmu(t, yml, nil)
@@ -574,13 +571,7 @@ services:
 // served.
 func TestServerLimits(t *testing.T) {
 	up := newUpstream(t)
-	yml := fill(`_format_version: "3.0"
-services:
-- name: s
-  url: UPSTREAM
-  routes: [{name: r, paths: [/]}]
-  plugins: [{name: testplugin}]
-`, "UPSTREAM", up.URL)
+	yml := fill(oneRouteYAML, "UPSTREAM", up.URL)
 	e := startEmu(t, yml, func(c *Config) {
 		c.ReadHeaderTimeout = 300 * time.Millisecond
 		c.MaxHeaderBytes = 4 << 10

@@ -27,11 +27,11 @@ import (
 // of its own), which is most of the cost of a hit. An entry enters the
 // table on a ristretto hit, never on a fill (ristretto may still reject
 // it), and leaves when ristretto lets it go (OnExit) or another key's hit
-// takes its slot; so the table holds no more than its slots' worth of
-// pointers beyond the cache (an eviction racing the hit that stores the
-// entry can leave it there until its slot is reused; it is still checked
-// like any other). One table hit in hotSample also calls ristretto's Get,
-// so its admission policy keeps seeing that the key is used.
+// takes its slot. So it holds only entries ristretto holds, bar one whose
+// eviction raced the hit that stored it: that one stays, checked like any
+// other, until its slot is reused. One table hit in hotSample also calls
+// ristretto's Get, so its admission policy keeps seeing that the key is
+// used.
 type Cached struct {
 	Store
 	cache   *ristretto.Cache[uint64, *Entry]

@@ -135,6 +135,29 @@ func noArg(f func(st *reqState) (proto.Message, error)) pdkHandler {
 	return func(st *reqState, _ []byte) (proto.Message, error) { return f(st) }
 }
 
+// kvSet and kvGet are the set and get of one of a request's key-value
+// stores (kong.ctx.shared, ngx.ctx): a KV argument; a String argument,
+// answering null for a key never set.
+func kvSet(m func(*reqState) map[string]*structpb.Value) pdkHandler {
+	return func(st *reqState, b []byte) (proto.Message, error) {
+		a, err := decode[kpp.KV](b)
+		if err != nil {
+			return nil, err
+		}
+		m(st)[a.K] = a.V
+		return nil, nil
+	}
+}
+
+func kvGet(m func(*reqState) map[string]*structpb.Value) pdkHandler {
+	return strArg(func(st *reqState, k string) (proto.Message, error) {
+		if v := m(st)[k]; v != nil {
+			return v, nil
+		}
+		return structpb.NewNullValue(), nil
+	})
+}
+
 // headerValue turns a KV/Struct value into a header value as Kong accepts
 // it: a string, a number or a boolean.
 func headerValue(v *structpb.Value) (string, error) {
@@ -599,34 +622,10 @@ func init() {
 		},
 
 		// kong.ctx and kong.nginx
-		"kong.ctx.shared.set": func(st *reqState, b []byte) (proto.Message, error) {
-			a, err := decode[kpp.KV](b)
-			if err != nil {
-				return nil, err
-			}
-			st.shared[a.K] = a.V
-			return nil, nil
-		},
-		"kong.ctx.shared.get": strArg(func(st *reqState, k string) (proto.Message, error) {
-			if v := st.shared[k]; v != nil {
-				return v, nil
-			}
-			return structpb.NewNullValue(), nil
-		}),
-		"kong.nginx.set_ctx": func(st *reqState, b []byte) (proto.Message, error) {
-			a, err := decode[kpp.KV](b)
-			if err != nil {
-				return nil, err
-			}
-			st.ngxCtx[a.K] = a.V
-			return nil, nil
-		},
-		"kong.nginx.get_ctx": strArg(func(st *reqState, k string) (proto.Message, error) {
-			if v := st.ngxCtx[k]; v != nil {
-				return v, nil
-			}
-			return structpb.NewNullValue(), nil
-		}),
+		"kong.ctx.shared.set": kvSet(func(st *reqState) map[string]*structpb.Value { return st.shared }),
+		"kong.ctx.shared.get": kvGet(func(st *reqState) map[string]*structpb.Value { return st.shared }),
+		"kong.nginx.set_ctx":  kvSet(func(st *reqState) map[string]*structpb.Value { return st.ngxCtx }),
+		"kong.nginx.get_ctx":  kvGet(func(st *reqState) map[string]*structpb.Value { return st.ngxCtx }),
 		"kong.nginx.get_var": strArg(func(st *reqState, name string) (proto.Message, error) {
 			v, ok := st.nginxVar(name)
 			if !ok {

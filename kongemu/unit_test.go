@@ -14,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	kpp "github.com/Kong/go-pdk/server/kong_plugin_protocol"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 func TestUpstreamPath(t *testing.T) {
@@ -337,4 +341,49 @@ func shortTempDir(t *testing.T) string {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
+}
+
+// kong.ctx.shared and ngx.ctx are two separate key-value stores of a
+// request: a key set in one is null in the other, and a key never set is
+// null in both.
+func TestContextStores(t *testing.T) {
+	st := &reqState{r: httptest.NewRequest("GET", "/", nil)}
+	st.resetEvent()
+	call := func(method string, arg proto.Message) *structpb.Value {
+		t.Helper()
+		b, err := proto.Marshal(arg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := st.dispatch(method, b)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		if out == nil {
+			return nil
+		}
+		var v structpb.Value
+		if err := proto.Unmarshal(out, &v); err != nil {
+			t.Fatalf("%s answer: %v", method, err)
+		}
+		return &v
+	}
+	call("kong.ctx.shared.set", &kpp.KV{K: "a", V: structpb.NewStringValue("shared")})
+	call("kong.nginx.set_ctx", &kpp.KV{K: "b", V: structpb.NewStringValue("nginx")})
+	for _, c := range []struct{ get, key, want string }{
+		{"kong.ctx.shared.get", "a", "shared"},
+		{"kong.ctx.shared.get", "b", ""},
+		{"kong.nginx.get_ctx", "b", "nginx"},
+		{"kong.nginx.get_ctx", "a", ""},
+		{"kong.nginx.get_ctx", "never", ""},
+	} {
+		v := call(c.get, &kpp.String{V: c.key})
+		if c.want == "" {
+			if _, null := v.GetKind().(*structpb.Value_NullValue); !null {
+				t.Errorf("%s %q = %v, want null", c.get, c.key, v)
+			}
+		} else if v.GetStringValue() != c.want {
+			t.Errorf("%s %q = %v, want %q", c.get, c.key, v, c.want)
+		}
+	}
 }

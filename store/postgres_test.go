@@ -2,13 +2,9 @@ package store_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net"
-	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,54 +16,14 @@ import (
 	"github.com/keygate/keygate/store/storetest"
 )
 
-// pgAdminURL is the database the tests create their own databases from
-// (KEYGATE_TEST_POSTGRES, set by .ci/run; its role needs CREATEDB). Unset,
-// the tests skip, except under CI where they fail.
-func pgAdminURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv("KEYGATE_TEST_POSTGRES")
-	if u == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("KEYGATE_TEST_POSTGRES is not set under CI: .ci/run must start PostgreSQL")
-		}
-		t.Skip("KEYGATE_TEST_POSTGRES not set")
-	}
-	return u
-}
-
-// freshDB creates an empty database for one test, dropped at its end, and
-// returns its URL.
+// freshDB is an empty database for one test (storetest.FreshDatabase on
+// KEYGATE_TEST_POSTGRES); without it the test skips, or fails under CI.
 func freshDB(t testing.TB) string {
 	t.Helper()
-	admin := pgAdminURL(t)
-	var b [6]byte
-	rand.Read(b[:])
-	name := "keygate_test_" + hex.EncodeToString(b[:])
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("connect to KEYGATE_TEST_POSTGRES: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if conn, err := pgx.Connect(ctx, admin); err == nil {
-			conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			conn.Close(ctx)
-		}
-	})
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return storetest.FreshDatabase(t, pgAdminURL(t))
 }
+
+func pgAdminURL(t testing.TB) string { return storetest.PostgresURL(t, "KEYGATE_TEST_POSTGRES") }
 
 var quiet = slog.New(slog.DiscardHandler)
 
@@ -415,109 +371,6 @@ func TestPostgresClosedAndUnavailable(t *testing.T) {
 	}
 }
 
-// pgProxy is a TCP proxy in front of PostgreSQL that a test can partition
-// (hold every byte, connections stay open) or take down (close every
-// connection, refuse new ones).
-type pgProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	frozen bool
-	down   bool
-	conns  map[net.Conn]bool
-}
-
-func newPGProxy(t testing.TB, dsn string) (*pgProxy, string) {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pgProxy{ln: ln, target: u.Host, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { ln.Close(); p.setDown(true) })
-	go p.serve()
-	u.Host = ln.Addr().String()
-	return p, u.String()
-}
-
-func (p *pgProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.down {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns[c] = true
-		p.mu.Unlock()
-		go func() {
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				return
-			}
-			p.mu.Lock()
-			p.conns[s] = true
-			p.mu.Unlock()
-			go p.pipe(s, c)
-			p.pipe(c, s)
-		}()
-	}
-}
-
-func (p *pgProxy) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			return
-		}
-		for {
-			p.mu.Lock()
-			frozen, down := p.frozen, p.down
-			p.mu.Unlock()
-			if down {
-				return
-			}
-			if !frozen {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-func (p *pgProxy) setFrozen(v bool) {
-	p.mu.Lock()
-	p.frozen = v
-	p.mu.Unlock()
-}
-
-func (p *pgProxy) setDown(v bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = v
-	if v {
-		for c := range p.conns {
-			c.Close()
-		}
-		clear(p.conns)
-	}
-}
-
 // The revocation bound when this node cannot hear PostgreSQL: a silent
 // partition (no error, no notification) and then the database going down.
 // A key revoked elsewhere is served from this node's cache for less than
@@ -527,7 +380,7 @@ func TestPostgresBoundWhenDatabaseUnreachable(t *testing.T) {
 	dsn := freshDB(t)
 	a := openPostgres(t, dsn)
 	defer a.Close()
-	proxy, viaProxy := newPGProxy(t, dsn)
+	proxy, viaProxy := storetest.NewPGProxy(t, dsn)
 	b, err := store.OpenPostgres(context.Background(), viaProxy, store.PostgresOptions{OpTimeout: 300 * time.Millisecond, ConnectTimeout: 300 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -602,12 +455,12 @@ func TestPostgresBoundWhenDatabaseUnreachable(t *testing.T) {
 	}
 
 	h, id := newKey()
-	proxy.setFrozen(true)
+	proxy.SetFrozen(true)
 	t.Logf("partitioned: revoked key served for %s", servedFor(h, id))
 	if err := b.Ready(ctx); err == nil {
 		t.Error("ready while partitioned")
 	}
-	proxy.setFrozen(false)
+	proxy.SetFrozen(false)
 	waitRevoked := func(h [32]byte) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -625,7 +478,7 @@ func TestPostgresBoundWhenDatabaseUnreachable(t *testing.T) {
 	waitRevoked(h)
 
 	h, id = newKey()
-	proxy.setDown(true)
+	proxy.SetDown(true)
 	t.Logf("database down: revoked key served for %s", servedFor(h, id))
 	if err := b.Ready(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("ready while down: %v", err)
@@ -634,7 +487,7 @@ func TestPostgresBoundWhenDatabaseUnreachable(t *testing.T) {
 	if err := b.Create(ctx, k, apikey.Hash("x"), store.Event{EventID: "c", Action: store.ActionCreated}); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("create while down: %v", err)
 	}
-	proxy.setDown(false)
+	proxy.SetDown(false)
 	waitRevoked(h)
 	if err := b.Ready(ctx); err != nil {
 		t.Errorf("ready after recovery: %v", err)

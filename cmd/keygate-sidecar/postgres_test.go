@@ -2,23 +2,19 @@ package main_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/keygate/keygate/store/storetest"
 )
 
 // PostgreSQL for these tests comes from .ci/run:
@@ -28,47 +24,7 @@ import (
 //	KEYGATE_TEST_POSTGRES_RESTART      the command that restarts that cluster
 //
 // Unset, the tests skip; under CI they fail.
-func pgEnv(t *testing.T, name string) string {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not set under CI: .ci/run must start PostgreSQL", name)
-		}
-		t.Skipf("%s not set", name)
-	}
-	return v
-}
-
-// freshDB creates an empty database on the server of admin, dropped when
-// the test ends, and returns its URL.
-func freshDB(t *testing.T, admin string) string {
-	t.Helper()
-	var b [6]byte
-	rand.Read(b[:])
-	name := "keygate_test_" + hex.EncodeToString(b[:])
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if conn, err := pgx.Connect(ctx, admin); err == nil {
-			conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			conn.Close(ctx)
-		}
-	})
-	u, _ := url.Parse(admin)
-	u.Path = "/" + name
-	return u.String()
-}
+func pgEnv(t *testing.T, name string) string { return storetest.PostgresURL(t, name) }
 
 // call sends one request and returns the status, the envelope's code and
 // its data.
@@ -171,8 +127,8 @@ func eventually(t *testing.T, what string, limit time.Duration, cond func() bool
 // case B fails closed and honours the revoke made meanwhile once it is back.
 func TestSeveralNodesPostgres(t *testing.T) {
 	t.Parallel()
-	dsn := freshDB(t, pgEnv(t, "KEYGATE_TEST_POSTGRES"))
-	proxy, viaProxy := newPGProxy(t, dsn)
+	dsn := storetest.FreshDatabase(t, pgEnv(t, "KEYGATE_TEST_POSTGRES"))
+	proxy, viaProxy := storetest.NewPGProxy(t, dsn)
 	dir := t.TempDir()
 	a := launch(t, filepath.Join(dir, "a.db"), env, "--store", dsn)
 	b := launch(t, filepath.Join(dir, "b.db"), env, "--store", viaProxy)
@@ -222,7 +178,7 @@ func TestSeveralNodesPostgres(t *testing.T) {
 		if v := verdict(t, b.addr, secret); v != "allow" {
 			t.Fatalf("B before: %s", v)
 		}
-		proxy.setRefuseNew(true) // B's open pool connections stay; nothing new gets through
+		proxy.SetRefuseNew(true) // B's open pool connections stay; nothing new gets through
 		var killed int
 		if err := db.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
 			fmt.Sprintf("keygate-sidecar listen pid=%d", b.cmd.Process.Pid)).Scan(&killed); err != nil || killed != 1 {
@@ -230,7 +186,7 @@ func TestSeveralNodesPostgres(t *testing.T) {
 		}
 		took := rejectedWithin(t, b.addr, secret, revokeKey(t, a.addr, id), time.Second)
 		t.Logf("B, not listening, stopped allowing the revoked key after %s", took)
-		proxy.setRefuseNew(false)
+		proxy.SetRefuseNew(false)
 		settle()
 		if v := verdict(t, b.addr, secret); v != "deny" {
 			t.Fatalf("B after re-subscribing: %s", v)
@@ -243,7 +199,7 @@ func TestSeveralNodesPostgres(t *testing.T) {
 		if v := verdict(t, b.addr, secret); v != "allow" {
 			t.Fatalf("B before: %s", v)
 		}
-		proxy.setDown(true)
+		proxy.SetDown(true)
 		down := time.Now()
 		// Cached verification continues at most 1 s, then fails closed.
 		for time.Since(down) < 1500*time.Millisecond {
@@ -264,7 +220,7 @@ func TestSeveralNodesPostgres(t *testing.T) {
 			t.Fatalf("create on B during the outage: %d %s", status, code)
 		}
 		revokeKey(t, a.addr, id) // while B is cut off
-		proxy.setDown(false)
+		proxy.SetDown(false)
 		eventually(t, "B ready again", 15*time.Second, func() bool { return ready(b.addr) })
 		if v := verdict(t, b.addr, secret); v != "deny" {
 			t.Fatalf("B after the outage: %s", v)
@@ -280,7 +236,7 @@ func TestSeveralNodesPostgres(t *testing.T) {
 // both recover without a restart of their own and keep the 1 s bound.
 func TestSeveralNodesPostgresRestart(t *testing.T) {
 	t.Parallel()
-	dsn := freshDB(t, pgEnv(t, "KEYGATE_TEST_POSTGRES_RESTARTABLE"))
+	dsn := storetest.FreshDatabase(t, pgEnv(t, "KEYGATE_TEST_POSTGRES_RESTARTABLE"))
 	restart := pgEnv(t, "KEYGATE_TEST_POSTGRES_RESTART")
 	dir := t.TempDir()
 	a := launch(t, filepath.Join(dir, "a.db"), env, "--store", dsn)
@@ -306,82 +262,6 @@ func TestSeveralNodesPostgresRestart(t *testing.T) {
 	for _, k := range []struct{ id, secret string }{{id1, s1}, {id2, s2}} {
 		took := rejectedWithin(t, b.addr, k.secret, revokeKey(t, a.addr, k.id), time.Second)
 		t.Logf("after the restart B rejected a revoked key after %s", took)
-	}
-}
-
-// pgProxy is a TCP proxy in front of PostgreSQL that a test can take down
-// (close every connection, refuse new ones) or close to new connections only.
-type pgProxy struct {
-	ln        net.Listener
-	target    string
-	mu        sync.Mutex
-	down      bool
-	refuseNew bool
-	conns     map[net.Conn]bool
-}
-
-func newPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pgProxy{ln: ln, target: u.Host, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { ln.Close(); p.setDown(true) })
-	go p.serve()
-	u.Host = ln.Addr().String()
-	return p, u.String()
-}
-
-func (p *pgProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.down || p.refuseNew {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns[c] = true
-		p.mu.Unlock()
-		go func() {
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				return
-			}
-			p.mu.Lock()
-			p.conns[s] = true
-			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			io.Copy(c, s)
-			c.Close()
-		}()
-	}
-}
-
-func (p *pgProxy) setRefuseNew(v bool) {
-	p.mu.Lock()
-	p.refuseNew = v
-	p.mu.Unlock()
-}
-
-func (p *pgProxy) setDown(v bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = v
-	if v {
-		for c := range p.conns {
-			c.Close()
-		}
-		clear(p.conns)
 	}
 }
 

@@ -1,5 +1,7 @@
 // Package storetest is the conformance suite every store.Store backend
-// passes: Exercise(t, open) runs it against fresh stores made by open.
+// passes: Exercise(t, open) runs it against fresh stores made by open. It
+// also holds the PostgreSQL fixtures the store and sidecar tests share
+// (PostgresURL, FreshDatabase, PGProxy).
 package storetest
 
 import (

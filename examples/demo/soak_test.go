@@ -17,6 +17,11 @@ import (
 // KEYGATE_SOAK_SAMPLE (default 1m). It injects one fault, a sidecar restart
 // at half time, and expects no 5xx outside that window. Run with
 // `make soak`; it is skipped unless KEYGATE_SOAK is set.
+//
+// With KEYGATE_SOAK_KEYS=N the creator stops after N keys, so the key set is
+// fixed from then on; the sidecar must then level off too: after the
+// restart, its RSS and descriptors end within 1.5x (+16 MiB) and +16 of
+// their first sample a minute after the restart.
 func TestSoak(t *testing.T) {
 	d, err := time.ParseDuration(os.Getenv("KEYGATE_SOAK"))
 	if err != nil || d <= 0 {
@@ -25,6 +30,12 @@ func TestSoak(t *testing.T) {
 	every := time.Minute
 	if v, err := time.ParseDuration(os.Getenv("KEYGATE_SOAK_SAMPLE")); err == nil && v > 0 {
 		every = v
+	}
+	var maxKeys int64
+	if v := os.Getenv("KEYGATE_SOAK_KEYS"); v != "" {
+		if maxKeys, err = strconv.ParseInt(v, 10, 64); err != nil || maxKeys <= 0 {
+			t.Fatalf("KEYGATE_SOAK_KEYS=%q: want a positive count", v)
+		}
 	}
 	s, err := newStack("../..")
 	if err != nil {
@@ -64,6 +75,10 @@ func TestSoak(t *testing.T) {
 			for i := 0; time.Now().Before(deadline); i++ {
 				switch {
 				case w == 0: // creator, and revoker of every third key
+					if maxKeys > 0 && creates.Load() >= maxKeys {
+						time.Sleep(20 * time.Millisecond)
+						continue
+					}
 					r := s.call("POST", ws, owner, fmt.Sprintf(`{"name":"soak %d","scopes":["orders:read"]}`, i))
 					note(r, 201)
 					if r.status == 201 {
@@ -142,6 +157,7 @@ func TestSoak(t *testing.T) {
 		samples = append(samples, sm)
 	}
 	take()
+	var restartedAt time.Duration
 	half := time.After(d / 2)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -161,6 +177,7 @@ loop:
 				t.Fatal(err)
 			}
 			faultTo.Store(time.Now().UnixNano())
+			restartedAt = time.Since(began)
 		case <-time.After(time.Until(deadline) + time.Second):
 			take()
 			break loop
@@ -186,6 +203,28 @@ loop:
 			if last.rss[j] > first.rss[j]*3/2+16<<10 || last.fds[j] > first.fds[j]+16 {
 				t.Errorf("%s grew: %d KiB/%d fds → %d KiB/%d fds", name, first.rss[j], first.fds[j], last.rss[j], last.fds[j])
 			}
+		}
+	}
+	// With a fixed key set the sidecar levels off as well (its process is
+	// new since the restart, so it is compared from a minute after that).
+	if maxKeys > 0 {
+		if creates.Load() < maxKeys {
+			t.Fatalf("only %d of the %d keys were created", creates.Load(), maxKeys)
+		}
+		var after []sample
+		for _, sm := range samples {
+			if restartedAt > 0 && sm.at >= restartedAt+time.Minute {
+				after = append(after, sm)
+			}
+		}
+		if len(after) < 2 {
+			t.Fatalf("%d samples a minute after the restart: run longer or sample more often", len(after))
+		}
+		first, last := after[0], after[len(after)-1]
+		t.Logf("sidecar with a fixed set of %d keys: %d KiB/%d fds at %s → %d KiB/%d fds at %s",
+			maxKeys, first.rss[0], first.fds[0], first.at, last.rss[0], last.fds[0], last.at)
+		if last.rss[0] > first.rss[0]*3/2+16<<10 || last.fds[0] > first.fds[0]+16 {
+			t.Errorf("sidecar grew with a fixed key set: %d KiB/%d fds → %d KiB/%d fds", first.rss[0], first.fds[0], last.rss[0], last.fds[0])
 		}
 	}
 }

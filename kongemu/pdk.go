@@ -327,19 +327,25 @@ func logAt(level slog.Level) pdkHandler {
 	}
 }
 
-// setHeaderOp records a response header change applied to the response the
-// client gets (proxied or exit).
+// headerKV decodes a KV argument naming a header and its value, both
+// checked as Kong checks them.
+func headerKV(b []byte) (name, value string, err error) {
+	a, err := decode[kpp.KV](b)
+	if err != nil {
+		return "", "", err
+	}
+	if name, err = headerName(a.K); err != nil {
+		return "", "", err
+	}
+	value, err = headerValue(a.V)
+	return name, value, err
+}
+
+// respHeaderKV records a response header change applied to the response
+// the client gets (proxied or exit).
 func respHeaderKV(op func(h http.Header, name, value string)) pdkHandler {
 	return func(st *reqState, b []byte) (proto.Message, error) {
-		a, err := decode[kpp.KV](b)
-		if err != nil {
-			return nil, err
-		}
-		name, err := headerName(a.K)
-		if err != nil {
-			return nil, err
-		}
-		v, err := headerValue(a.V)
+		name, v, err := headerKV(b)
 		if err != nil {
 			return nil, err
 		}
@@ -350,15 +356,7 @@ func respHeaderKV(op func(h http.Header, name, value string)) pdkHandler {
 
 func svcHeaderKV(add bool) pdkHandler {
 	return func(st *reqState, b []byte) (proto.Message, error) {
-		a, err := decode[kpp.KV](b)
-		if err != nil {
-			return nil, err
-		}
-		name, err := headerName(a.K)
-		if err != nil {
-			return nil, err
-		}
-		v, err := headerValue(a.V)
+		name, v, err := headerKV(b)
 		if err != nil {
 			return nil, err
 		}

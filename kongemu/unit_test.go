@@ -387,3 +387,59 @@ func TestContextStores(t *testing.T) {
 		}
 	}
 }
+
+// The header setters of kong.service.request and kong.response check the
+// name and value as Kong does, and change nothing on a bad one.
+func TestHeaderSetters(t *testing.T) {
+	st := &reqState{r: httptest.NewRequest("GET", "/", nil)}
+	st.resetEvent()
+	set := func(method, name string, v *structpb.Value) error {
+		t.Helper()
+		b, err := proto.Marshal(&kpp.KV{K: name, V: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.dispatch(method, b)
+		return err
+	}
+	for _, m := range []string{"kong.service.request.set_header", "kong.service.request.add_header", "kong.response.set_header", "kong.response.add_header"} {
+		for _, bad := range []struct {
+			name string
+			v    *structpb.Value
+		}{
+			{"", structpb.NewStringValue("x")},
+			{"bad name", structpb.NewStringValue("x")},
+			{"x-colon:", structpb.NewStringValue("x")},
+			{"x-ok", structpb.NewListValue(&structpb.ListValue{})},
+		} {
+			if err := set(m, bad.name, bad.v); err == nil {
+				t.Errorf("%s %q %v: accepted", m, bad.name, bad.v)
+			}
+		}
+	}
+	if len(st.respOps) != 0 || len(st.hdr) != 0 {
+		t.Fatalf("bad headers changed the request or response: %v %d", st.hdr, len(st.respOps))
+	}
+	if err := set("kong.service.request.set_header", "x-n", structpb.NewNumberValue(7)); err != nil {
+		t.Fatal(err)
+	}
+	if err := set("kong.service.request.add_header", "X-N", structpb.NewBoolValue(true)); err != nil {
+		t.Fatal(err)
+	}
+	if err := set("kong.service.request.set_header", "host", structpb.NewStringValue("up.example")); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.hdr.Values("X-N"); len(got) != 2 || got[0] != "7" || got[1] != "true" || st.upHost != "up.example" || st.hdr.Get("Host") != "" {
+		t.Fatalf("upstream headers %v, host %q", st.hdr, st.upHost)
+	}
+	if err := set("kong.response.add_header", "x-r", structpb.NewStringValue("1")); err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{}
+	for _, op := range st.respOps {
+		op(h)
+	}
+	if h.Get("X-R") != "1" {
+		t.Fatalf("response headers %v", h)
+	}
+}

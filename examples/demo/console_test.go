@@ -40,11 +40,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	need(t, "/usr/bin/chromium", "apt-get install chromium", exists("/usr/bin/chromium"))
 	need(t, "playwright-core", "cd examples/console-test && npm ci", exists(filepath.Join(consoleTestDir, "node_modules", "playwright-core", "package.json")))
 
-	s, err := newStack("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.stop()
+	s := startStack(t)
 
 	artifacts := os.Getenv("CONSOLE_ARTIFACTS")
 	if artifacts == "" {

@@ -13,14 +13,10 @@ import (
 // kongemu runs the real keygate plugin over Kong's plugin-server protocol
 // with kong/kong.yml, the sidecar stores keys in a real bbolt file.
 func TestEndToEnd(t *testing.T) {
-	s, err := newStack("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.stop()
-	ws := "/web/v1/workspaces/" + workspace + "/api-keys"
-	owner := map[string]string{"Authorization": "Bearer " + mintJWT("alice", workspace, "OWNER"), "X-PORTAL-ACCESS-CODE": publicCode}
-	partner := map[string]string{"Authorization": "Bearer " + mintJWT("alice", workspace, "OWNER"), "X-PORTAL-ACCESS-CODE": partnerCode}
+	s := startStack(t)
+	ws := keysPath
+	owner := portal("alice", workspace, "OWNER", publicCode)
+	partner := portal("alice", workspace, "OWNER", partnerCode)
 	expect := func(r result, status int, code string) {
 		t.Helper()
 		if r.status != status || str(r.json["code"]) != code {
@@ -112,9 +108,9 @@ func TestEndToEnd(t *testing.T) {
 	expect(r, 200, "")
 
 	// Management rejections.
-	member := map[string]string{"Authorization": "Bearer " + mintJWT("bob", workspace, "MEMBER"), "X-PORTAL-ACCESS-CODE": publicCode}
+	member := portal("bob", workspace, "MEMBER", publicCode)
 	expect(s.call("POST", ws, member, `{"name":"x"}`), 403, "4030")
-	otherWS := map[string]string{"Authorization": "Bearer " + mintJWT("alice", "ws_other", "OWNER"), "X-PORTAL-ACCESS-CODE": publicCode}
+	otherWS := portal("alice", "ws_other", "OWNER", publicCode)
 	expect(s.call("GET", ws, otherWS, ""), 403, "4030")
 	expect(s.call("GET", ws, map[string]string{"Authorization": "Bearer x.y.z", "X-PORTAL-ACCESS-CODE": publicCode}, ""), 401, "4010")
 	expect(s.call("GET", ws, map[string]string{"X-PORTAL-ACCESS-CODE": publicCode}, ""), 401, "4010")

@@ -40,12 +40,8 @@ type hostile struct {
 // IP (X-Forwarded-For, trusted from 127.0.0.1) so that the
 // failed-verification limiter, which has its own test, does not interfere.
 func TestHostileInputs(t *testing.T) {
-	s, err := newStack("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.stop()
-	ws := "/web/v1/workspaces/" + workspace + "/api-keys"
+	s := startStack(t)
+	ws := keysPath
 	ownerJWT := mintJWT("alice", workspace, "OWNER")
 	owner := map[string]string{"Authorization": "Bearer " + ownerJWT, "X-PORTAL-ACCESS-CODE": publicCode}
 	partner := map[string]string{"Authorization": "Bearer " + ownerJWT, "X-PORTAL-ACCESS-CODE": partnerCode}

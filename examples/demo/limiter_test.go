@@ -18,13 +18,9 @@ import (
 // (failure_limit_per_minute 30, failure_burst 20): kongemu trusts
 // 127.0.0.1 and takes the client IP from X-Forwarded-For.
 func TestFailureLimiter(t *testing.T) {
-	s, err := newStack("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.stop()
-	ws := "/web/v1/workspaces/" + workspace + "/api-keys"
-	owner := map[string]string{"Authorization": "Bearer " + mintJWT("alice", workspace, "OWNER"), "X-PORTAL-ACCESS-CODE": publicCode}
+	s := startStack(t)
+	ws := keysPath
+	owner := portal("alice", workspace, "OWNER", publicCode)
 	r := s.call("POST", ws, owner, `{"name":"open","scopes":["orders:read"]}`)
 	wantEnvelope(t, r, 201, "2000")
 	valid := str(r.data["secret"])

@@ -37,13 +37,9 @@ func TestSoak(t *testing.T) {
 			t.Fatalf("KEYGATE_SOAK_KEYS=%q: want a positive count", v)
 		}
 	}
-	s, err := newStack("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.stop()
-	ws := "/web/v1/workspaces/" + workspace + "/api-keys"
-	owner := map[string]string{"Authorization": "Bearer " + mintJWT("alice", workspace, "OWNER"), "X-PORTAL-ACCESS-CODE": publicCode}
+	s := startStack(t)
+	ws := keysPath
+	owner := portal("alice", workspace, "OWNER", publicCode)
 
 	var faultFrom, faultTo atomic.Int64 // UnixNano window of the injected fault
 	var creates, verifies, revokes, fiveXX, faultFiveXX atomic.Int64

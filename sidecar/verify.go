@@ -56,7 +56,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 	} else {
 		s.metrics.countVerify(envelope.Code(d.Code()))
 	}
-	var factsJSON []byte
+	var factsJSON string
 	if d != apikey.DenyInvalid {
 		factsJSON = e.Rendered
 	}
@@ -230,7 +230,7 @@ const (
 // appendVerifyData appends the data of a verify answer: the decision, the
 // key's facts as renderFacts wrote them (none when the key is not valid)
 // and cacheMs.
-func appendVerifyData(b []byte, d apikey.Decision, factsJSON []byte, cacheMs int) []byte {
+func appendVerifyData(b []byte, d apikey.Decision, factsJSON string, cacheMs int) []byte {
 	if d == apikey.Allow {
 		b = append(b, `{"allow":true,"denyCode":""`...)
 	} else {

@@ -202,12 +202,12 @@ func TestCachedEntryMarksAndRendered(t *testing.T) {
 	if _, first := e.MarkUsed(11); first {
 		t.Fatal("unmark of an older period undid a later one")
 	}
-	if got := string(e.Rendered); got != k.ID || renders != 1 {
+	if got := e.Rendered; got != k.ID || renders != 1 {
 		t.Fatalf("rendered %q, %d times", got, renders)
 	}
 	c.Wait()
 	for range 3 { // hits: the same entry, not rendered again
-		if hit, err := c.Find(ctx, h); err != nil || hit != e || string(hit.Rendered) != k.ID {
+		if hit, err := c.Find(ctx, h); err != nil || hit != e || hit.Rendered != k.ID {
 			t.Fatalf("hit: %p %v, want %p", hit, err, e)
 		}
 	}

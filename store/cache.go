@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"math/rand/v2"
+	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/keygate/keygate/internal/apikey"
@@ -52,17 +55,103 @@ const (
 // Entry is one cached lookup: the facts of a secret, by value (one pointer
 // less to chase on a hit), and what CacheOptions.Render made of them. Its
 // fields are never modified after it is cached, except the use mark
-// (MarkUsed). What a hit reads first (hash, generation, use mark, rendered
-// bytes) leads, so it shares cache lines with the start of the facts.
+// (MarkUsed). What a hit reads first (hash, generation, use mark) leads.
+// newEntry packs an entry into two allocations, so that a hit reads two
+// runs of adjacent memory rather than eight scattered ones.
 type Entry struct {
 	hash [32]byte
 	gen  uint64
 	used atomic.Int64 // the last period MarkUsed claimed
 	// Rendered is CacheOptions.Render of Facts, made when the entry was
-	// read from the store (nil without a Render): a hit neither renders
-	// nor follows another pointer to it.
-	Rendered []byte
+	// read from the store ("" without a Render): a hit does not render.
+	Rendered string
 	Facts    apikey.Facts
+}
+
+// Blocks of an entry with its scopes and whitelist beside it, by the most
+// scopes and networks they hold. A key with more gets a plain Entry and
+// slices of their own.
+type (
+	entrySmall struct {
+		Entry
+		scopes [4]string
+		ips    [2]netip.Prefix
+	}
+	entryMedium struct {
+		Entry
+		scopes [8]string
+		ips    [4]netip.Prefix
+	}
+	entryLarge struct {
+		Entry
+		scopes [8]string
+		ips    [16]netip.Prefix
+	}
+)
+
+// newEntry makes the entry of f, read under generation gen, in two
+// allocations: a block with the Entry and the backing arrays of its scopes
+// and whitelist (entrySmall, entryMedium, entryLarge), and one string of
+// the scope names, the rendered answer and the two ids (in the order a hit
+// reads them), of which the entry's strings are parts. A hit over many keys
+// is bound by CPU-cache misses, and so touches two runs of adjacent memory
+// instead of eight scattered allocations. The slices are capped at their
+// length, so an append by a reader copies rather than writing into the
+// block. It copies f, which the caller may drop, and returns the bytes the
+// entry holds, for the cache's cost (unsafe is imported for Sizeof only).
+func newEntry(f *apikey.Facts, h [32]byte, gen uint64, render func(*apikey.Facts) []byte) (*Entry, int64) {
+	var (
+		e      *Entry
+		scopes []string
+		ips    []netip.Prefix
+		size   int64
+	)
+	switch ns, ni := len(f.Scopes), len(f.IPWhitelist); {
+	case ns <= 4 && ni <= 2:
+		b := new(entrySmall)
+		e, scopes, ips, size = &b.Entry, b.scopes[:ns:ns], b.ips[:ni:ni], int64(unsafe.Sizeof(*b))
+	case ns <= 8 && ni <= 4:
+		b := new(entryMedium)
+		e, scopes, ips, size = &b.Entry, b.scopes[:ns:ns], b.ips[:ni:ni], int64(unsafe.Sizeof(*b))
+	case ns <= 8 && ni <= 16:
+		b := new(entryLarge)
+		e, scopes, ips, size = &b.Entry, b.scopes[:ns:ns], b.ips[:ni:ni], int64(unsafe.Sizeof(*b))
+	default:
+		e, scopes, ips = new(Entry), make([]string, ns), make([]netip.Prefix, ni)
+		size = int64(unsafe.Sizeof(*e)) + int64(ns)*int64(unsafe.Sizeof("")) + int64(ni)*int64(unsafe.Sizeof(netip.Prefix{}))
+	}
+	var rendered []byte
+	if render != nil {
+		rendered = render(f)
+	}
+	var sb strings.Builder
+	n := len(rendered) + len(f.APIKeyID) + len(f.WorkspaceID)
+	for _, sc := range f.Scopes {
+		n += len(sc)
+	}
+	sb.Grow(n)
+	for _, sc := range f.Scopes {
+		sb.WriteString(sc)
+	}
+	sb.Write(rendered)
+	sb.WriteString(f.APIKeyID)
+	sb.WriteString(f.WorkspaceID)
+	all := sb.String()
+	next := func(k int) string {
+		s := all[:k]
+		all = all[k:]
+		return s
+	}
+	e.hash, e.gen, e.Facts = h, gen, *f
+	for i, sc := range f.Scopes {
+		scopes[i] = next(len(sc))
+	}
+	e.Rendered = next(len(rendered))
+	e.Facts.APIKeyID = next(len(f.APIKeyID))
+	e.Facts.WorkspaceID = next(len(f.WorkspaceID))
+	copy(ips, f.IPWhitelist)
+	e.Facts.Scopes, e.Facts.IPWhitelist = scopes, ips
+	return e, size + int64(n)
 }
 
 // MarkUsed claims period (a caller's unit of time, such as a Unix minute)
@@ -85,8 +174,8 @@ func (e *Entry) UnmarkUsed(period, prev int64) { e.used.CompareAndSwap(period, p
 var _ Store = (*Cached)(nil)
 
 // CacheOptions size the cache; zero values take the defaults (1,000,000
-// counters, 16 MiB). MaxCost is in bytes, counted per entry by factsCost
-// (close to what an entry holds), so the cache's live heap is about
+// counters, 16 MiB). MaxCost is in bytes, counted per entry as the bytes
+// newEntry allocated plus entryOverhead, so the cache's live heap is about
 // MaxCost, and the process's about twice that with the GC's headroom; the
 // table of hot entries in front of it adds a fixed 512 KiB.
 type CacheOptions struct {
@@ -132,17 +221,10 @@ func NewCached(s Store, o CacheOptions) (*Cached, error) {
 func cacheKey(h *[32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 func hotSlot(h *[32]byte) uint32  { return binary.LittleEndian.Uint32(h[8:12]) % hotSlots }
 
-// factsCost estimates the bytes an entry holds: the Entry, the cache's own
-// bookkeeping for it (~80 B), the strings, the scopes and whitelist slices
-// (a netip.Prefix is 32 B), the packed copy of the facts bolt decodes them
-// from, and Entry.Rendered (the sidecar's JSON of them).
-func factsCost(f *apikey.Facts) int64 {
-	n := int64(380 + 3*(len(f.APIKeyID)+len(f.WorkspaceID)) + 55*len(f.IPWhitelist))
-	for _, s := range f.Scopes {
-		n += int64(20 + 3*len(s))
-	}
-	return n
-}
+// entryOverhead is what the cache holds per entry besides the entry
+// itself: ristretto's item and map slot, and the rounding of the two
+// allocations to the allocator's size classes.
+const entryOverhead = 128
 
 // Lookup implements Store: a hit costs a hash compare and no allocation.
 func (c *Cached) Lookup(ctx context.Context, h [32]byte) (*apikey.Facts, error) {
@@ -179,11 +261,8 @@ func (c *Cached) Find(ctx context.Context, h [32]byte) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Entry{Facts: *f, hash: h, gen: g}
-	if c.render != nil {
-		e.Rendered = c.render(f)
-	}
-	c.cache.Set(cacheKey(&h), e, factsCost(f))
+	e, size := newEntry(f, h, g, c.render)
+	c.cache.Set(cacheKey(&h), e, size+entryOverhead)
 	return e, nil
 }
 

@@ -2,8 +2,13 @@ package store
 
 import (
 	"context"
+	"net/netip"
 	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/keygate/keygate/internal/apikey"
 )
@@ -87,5 +92,58 @@ func TestCachedHotTable(t *testing.T) {
 	}
 	if e, err := c.Find(ctx, h); err != nil || e.Facts.APIKeyID != k.ID || !e.Facts.Revoked {
 		t.Fatalf("the first key after losing its slot: %+v %v", e, err)
+	}
+}
+
+// newEntry copies the facts whatever their shape — in each block size, and
+// beyond the largest — into an entry that shares nothing with them and
+// whose slices cannot be appended into the block.
+func TestNewEntryCopiesEveryShape(t *testing.T) {
+	t.Parallel()
+	render := func(f *apikey.Facts) []byte { return []byte(`,"apiKeyId":"` + f.APIKeyID + `"`) }
+	shapes := []struct{ scopes, ips int }{{0, 0}, {4, 2}, {5, 0}, {1, 3}, {8, 4}, {2, 10}, {8, 16}, {9, 0}, {0, 17}, {apikey.MaxScopes, apikey.MaxIPWhitelist}}
+	for _, sh := range shapes {
+		f := &apikey.Facts{APIKeyID: apikey.NewID(apikey.Test), WorkspaceID: "ws-" + strconv.Itoa(sh.scopes), Mode: apikey.Test, ExpiresAt: 1e9, Revoked: sh.ips%2 == 1}
+		for i := range sh.scopes {
+			f.Scopes = append(f.Scopes, "scope:"+strconv.Itoa(i))
+		}
+		for i := range sh.ips {
+			f.IPWhitelist = append(f.IPWhitelist, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16))
+		}
+		want := *f
+		want.Scopes = slices.Clone(f.Scopes)
+		want.IPWhitelist = slices.Clone(f.IPWhitelist)
+		h := apikey.Hash(f.APIKeyID)
+		e, size := newEntry(f, h, 7, render)
+		if e.hash != h || e.gen != 7 || e.Rendered != string(render(&want)) {
+			t.Fatalf("%v: hash, generation or rendered answer wrong: %q", sh, e.Rendered)
+		}
+		if min := int64(unsafe.Sizeof(*e)) + int64(len(e.Rendered)+32*sh.ips+16*sh.scopes); size < min {
+			t.Fatalf("%v: cost %d, below %d", sh, size, min)
+		}
+		if cap(e.Facts.Scopes) != sh.scopes || cap(e.Facts.IPWhitelist) != sh.ips {
+			t.Fatalf("%v: slices not capped at their length: %d, %d", sh, cap(e.Facts.Scopes), cap(e.Facts.IPWhitelist))
+		}
+		// Scribble over the caller's facts: the entry keeps its own copy.
+		for i := range f.Scopes {
+			f.Scopes[i] = "changed"
+		}
+		for i := range f.IPWhitelist {
+			f.IPWhitelist[i] = netip.Prefix{}
+		}
+		f.APIKeyID, f.WorkspaceID = "", ""
+		got := e.Facts
+		if sh.scopes == 0 { // nil or empty: the same facts
+			got.Scopes = want.Scopes
+		}
+		if sh.ips == 0 {
+			got.IPWhitelist = want.IPWhitelist
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%v: entry facts\n%+v\nwant\n%+v", sh, got, want)
+		}
+	}
+	if e, _ := newEntry(&apikey.Facts{APIKeyID: "k"}, [32]byte{}, 0, nil); e.Rendered != "" || e.Facts.APIKeyID != "k" {
+		t.Fatalf("without a Render: %+v", e)
 	}
 }

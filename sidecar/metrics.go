@@ -37,6 +37,8 @@ var codeIndex = func() map[envelope.Code]int {
 
 const codeSlots = 32
 
+var okIndex = codeIndex[envelope.OK]
+
 func init() {
 	if len(codeIndex) > codeSlots {
 		panic("sidecar: more codes than metric slots")
@@ -54,7 +56,13 @@ func newMetrics() *metrics {
 	return m
 }
 
-func (m *metrics) countVerify(c envelope.Code) { m.verify[codeIndex[c]].Add(1) }
+func (m *metrics) countVerify(c envelope.Code) {
+	if c == envelope.OK { // most verify answers: no map lookup
+		m.verify[okIndex].Add(1)
+		return
+	}
+	m.verify[codeIndex[c]].Add(1)
+}
 func (m *metrics) countManage(c envelope.Code) { m.manage[codeIndex[c]].Add(1) }
 
 func (m *metrics) observe(op string, start time.Time) { m.observeDuration(op, time.Since(start)) }

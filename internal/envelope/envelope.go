@@ -77,6 +77,9 @@ var codes = map[Code]codeInfo{
 	StorageFull:      {507, "Key storage full"},
 }
 
+// okInfo is codes[OK], for the answers that need no map lookup.
+var okInfo = codes[OK]
+
 // Codes lists every code of the table, for tests and documentation.
 func Codes() []Code {
 	out := make([]Code, 0, len(codes))
@@ -88,6 +91,9 @@ func Codes() []Code {
 
 // Status is the HTTP status of c; unknown codes are 500.
 func (c Code) Status() int {
+	if c == OK { // most answers: no map lookup
+		return okInfo.status
+	}
 	if i, ok := codes[c]; ok {
 		return i.status
 	}
@@ -96,6 +102,9 @@ func (c Code) Status() int {
 
 // Message is the spec's message for c.
 func (c Code) Message() string {
+	if c == OK {
+		return okInfo.message
+	}
 	if i, ok := codes[c]; ok {
 		return i.message
 	}

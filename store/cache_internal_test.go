@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -96,16 +97,37 @@ func TestCachedHotTable(t *testing.T) {
 }
 
 // newEntry copies the facts whatever their shape — in each block size, and
-// beyond the largest — into an entry that shares nothing with them and
-// whose slices cannot be appended into the block.
-func TestNewEntryCopiesEveryShape(t *testing.T) {
-	t.Parallel()
-	render := func(f *apikey.Facts) []byte { return []byte(`,"apiKeyId":"` + f.APIKeyID + `"`) }
-	shapes := []struct{ scopes, ips int }{{0, 0}, {4, 2}, {5, 0}, {1, 3}, {8, 4}, {2, 10}, {8, 16}, {9, 0}, {0, 17}, {apikey.MaxScopes, apikey.MaxIPWhitelist}}
+// beyond the largest — into an entry that shares nothing with them, in two
+// allocations for a shape that fits a block: the block and one string that
+// every string of the entry is a part of. Its slices cannot be appended
+// into the block, nil stays nil, and its cost is what it allocated.
+func TestNewEntryCopiesEveryShape(t *testing.T) { // not parallel: AllocsPerRun
+	block := func(ns, ni int) int64 {
+		switch {
+		case ns <= 4 && ni <= 2:
+			return int64(unsafe.Sizeof(entrySmall{}))
+		case ns <= 8 && ni <= 4:
+			return int64(unsafe.Sizeof(entryMedium{}))
+		case ns <= 8 && ni <= 16:
+			return int64(unsafe.Sizeof(entryLarge{}))
+		}
+		return int64(unsafe.Sizeof(Entry{})) + int64(16*ns+32*ni) // no block: three allocations and the string
+	}
+	type shape struct {
+		scopes, ips int
+		empty       bool // non-nil empty slices where there are none
+		noRender    bool
+	}
+	shapes := []shape{{0, 0, false, false}, {0, 0, true, false}, {4, 2, false, false}, {5, 0, false, false}, {1, 3, false, true},
+		{8, 4, false, false}, {2, 10, false, false}, {8, 16, false, true}, {9, 0, true, false}, {0, 17, false, false},
+		{apikey.MaxScopes, apikey.MaxIPWhitelist, false, false}}
 	for _, sh := range shapes {
 		f := &apikey.Facts{APIKeyID: apikey.NewID(apikey.Test), WorkspaceID: "ws-" + strconv.Itoa(sh.scopes), Mode: apikey.Test, ExpiresAt: 1e9, Revoked: sh.ips%2 == 1}
+		if sh.empty {
+			f.Scopes, f.IPWhitelist = []string{}, []netip.Prefix{}
+		}
 		for i := range sh.scopes {
-			f.Scopes = append(f.Scopes, "scope:"+strconv.Itoa(i))
+			f.Scopes = append(f.Scopes, strings.Repeat("s", i%3)) // "" too: a part of length 0
 		}
 		for i := range sh.ips {
 			f.IPWhitelist = append(f.IPWhitelist, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16))
@@ -113,16 +135,40 @@ func TestNewEntryCopiesEveryShape(t *testing.T) {
 		want := *f
 		want.Scopes = slices.Clone(f.Scopes)
 		want.IPWhitelist = slices.Clone(f.IPWhitelist)
+		var buf []byte // render's answer, the caller's to reuse
+		render := func(f *apikey.Facts) []byte {
+			buf = append(buf[:0], `,"apiKeyId":"`+f.APIKeyID+`"`...)
+			return buf
+		}
+		wantRendered := `,"apiKeyId":"` + f.APIKeyID + `"`
+		if sh.noRender {
+			render, wantRendered = nil, ""
+		}
 		h := apikey.Hash(f.APIKeyID)
 		e, size := newEntry(f, h, 7, render)
-		if e.hash != h || e.gen != 7 || e.Rendered != string(render(&want)) {
-			t.Fatalf("%v: hash, generation or rendered answer wrong: %q", sh, e.Rendered)
+		clear(buf)
+		if e.hash != h || e.gen != 7 || e.Rendered != wantRendered {
+			t.Fatalf("%+v: hash, generation or rendered answer wrong: %q", sh, e.Rendered)
 		}
-		if min := int64(unsafe.Sizeof(*e)) + int64(len(e.Rendered)+32*sh.ips+16*sh.scopes); size < min {
-			t.Fatalf("%v: cost %d, below %d", sh, size, min)
+		strs := len(wantRendered) + len(f.APIKeyID) + len(f.WorkspaceID)
+		for _, sc := range f.Scopes {
+			strs += len(sc)
+		}
+		if want := block(sh.scopes, sh.ips) + int64(strs); size != want {
+			t.Fatalf("%+v: cost %d, want %d", sh, size, want)
 		}
 		if cap(e.Facts.Scopes) != sh.scopes || cap(e.Facts.IPWhitelist) != sh.ips {
-			t.Fatalf("%v: slices not capped at their length: %d, %d", sh, cap(e.Facts.Scopes), cap(e.Facts.IPWhitelist))
+			t.Fatalf("%+v: slices not capped at their length: %d, %d", sh, cap(e.Facts.Scopes), cap(e.Facts.IPWhitelist))
+		}
+		// The strings are consecutive parts of one: scope names, answer, ids.
+		parts := append(slices.Clone(e.Facts.Scopes), e.Rendered, e.Facts.APIKeyID, e.Facts.WorkspaceID)
+		base := uintptr(unsafe.Pointer(unsafe.StringData(e.Facts.APIKeyID))) - uintptr(len(e.Rendered)) - uintptr(strs-len(wantRendered)-len(f.APIKeyID)-len(f.WorkspaceID))
+		at := base
+		for _, p := range parts {
+			if len(p) > 0 && uintptr(unsafe.Pointer(unsafe.StringData(p))) != at {
+				t.Fatalf("%+v: %q is not where the one string puts it", sh, p)
+			}
+			at += uintptr(len(p))
 		}
 		// Scribble over the caller's facts: the entry keeps its own copy.
 		for i := range f.Scopes {
@@ -131,19 +177,14 @@ func TestNewEntryCopiesEveryShape(t *testing.T) {
 		for i := range f.IPWhitelist {
 			f.IPWhitelist[i] = netip.Prefix{}
 		}
-		f.APIKeyID, f.WorkspaceID = "", ""
-		got := e.Facts
-		if sh.scopes == 0 { // nil or empty: the same facts
-			got.Scopes = want.Scopes
+		if !reflect.DeepEqual(e.Facts, want) { // DeepEqual tells nil from empty
+			t.Fatalf("%+v: entry facts\n%+v\nwant\n%+v", sh, e.Facts, want)
 		}
-		if sh.ips == 0 {
-			got.IPWhitelist = want.IPWhitelist
+		if sh.scopes <= 8 && sh.ips <= 16 {
+			g := want
+			if n := testing.AllocsPerRun(20, func() { newEntry(&g, h, 7, nil) }); n != 2 {
+				t.Fatalf("%+v: %v allocations, want 2", sh, n)
+			}
 		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("%v: entry facts\n%+v\nwant\n%+v", sh, got, want)
-		}
-	}
-	if e, _ := newEntry(&apikey.Facts{APIKeyID: "k"}, [32]byte{}, 0, nil); e.Rendered != "" || e.Facts.APIKeyID != "k" {
-		t.Fatalf("without a Render: %+v", e)
 	}
 }

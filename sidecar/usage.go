@@ -44,7 +44,9 @@ func (u *usage) used(e *store.Entry, now int64) {
 		return
 	}
 	select {
-	case u.queue <- mark{e.Facts.APIKeyID, now}:
+	// A copy of the id: the entry's is part of the string that holds its
+	// whole answer, which a mark pending while the store fails would keep.
+	case u.queue <- mark{strings.Clone(e.Facts.APIKeyID), now}:
 	default:
 		e.UnmarkUsed(minute, prev) // queue full: try again on the next use
 	}

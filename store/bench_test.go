@@ -60,8 +60,6 @@ func benchStore(b *testing.B, o store.BoltOptions) *store.Bolt {
 	return s
 }
 
-// verify is the sidecar's in-process verify: format and checksum, hash,
-// lookup, decision (10-entry CIDR scan).
 // adjacent returns the secrets as parts of one string, in order. The
 // sidecar reads a key from the request it has just received, which is in
 // the CPU's cache; 10,000 strings allocated one by one would instead make
@@ -75,6 +73,8 @@ func adjacent(secrets []string) []string {
 	return out
 }
 
+// verify is the sidecar's in-process verify: format and checksum, hash,
+// lookup, decision (10-entry CIDR scan).
 func verify(s store.Store, secret string, r *apikey.Request) apikey.Decision {
 	if _, ok := apikey.ParseSecret(secret); !ok {
 		return apikey.DenyInvalid

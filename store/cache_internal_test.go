@@ -161,14 +161,16 @@ func TestNewEntryCopiesEveryShape(t *testing.T) { // not parallel: AllocsPerRun
 			t.Fatalf("%+v: slices not capped at their length: %d, %d", sh, cap(e.Facts.Scopes), cap(e.Facts.IPWhitelist))
 		}
 		// The strings are consecutive parts of one: scope names, answer, ids.
-		parts := append(slices.Clone(e.Facts.Scopes), e.Rendered, e.Facts.APIKeyID, e.Facts.WorkspaceID)
-		base := uintptr(unsafe.Pointer(unsafe.StringData(e.Facts.APIKeyID))) - uintptr(len(e.Rendered)) - uintptr(strs-len(wantRendered)-len(f.APIKeyID)-len(f.WorkspaceID))
-		at := base
-		for _, p := range parts {
-			if len(p) > 0 && uintptr(unsafe.Pointer(unsafe.StringData(p))) != at {
-				t.Fatalf("%+v: %q is not where the one string puts it", sh, p)
+		var end uintptr
+		for _, p := range append(slices.Clone(e.Facts.Scopes), e.Rendered, e.Facts.APIKeyID, e.Facts.WorkspaceID) {
+			if len(p) == 0 {
+				continue
 			}
-			at += uintptr(len(p))
+			start := uintptr(unsafe.Pointer(unsafe.StringData(p)))
+			if end != 0 && start != end {
+				t.Fatalf("%+v: %q does not follow the part before it", sh, p)
+			}
+			end = start + uintptr(len(p))
 		}
 		// Scribble over the caller's facts: the entry keeps its own copy.
 		for i := range f.Scopes {

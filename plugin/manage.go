@@ -37,7 +37,7 @@ func (r *call) manage(h map[string][]string) {
 	claims, why := in.verifyJWT(h["authorization"])
 	if why != "" {
 		logger().Info("keygate: management request rejected", "code", "4010", "reason", why, "request_id", r.reqID)
-		if in.ipFail != nil {
+		if in.ipFail != nil && !r.preflight(h) {
 			r.ipFailed(in.ipFail) // asks Kong for the client IP unless done above
 		}
 		r.reject(envelope.Unauthorized)
@@ -108,6 +108,19 @@ func (r *call) manage(h map[string][]string) {
 		return
 	}
 	logger().Debug("keygate: management request proxied", "sub", sub, "workspace_id", ws, "portal", portal, "request_id", r.reqID)
+}
+
+// preflight reports whether a request without a valid JWT is a CORS
+// preflight (OPTIONS with Access-Control-Request-Method): a browser sends
+// it without credentials before every cross-origin call, so it is no failed
+// login and must not block the owner's address. It asks Kong for the method
+// only on this failure path, and only when the header is there.
+func (r *call) preflight(h map[string][]string) bool {
+	if len(h["access-control-request-method"]) == 0 {
+		return false
+	}
+	m, err := r.k.method()
+	return err == nil && m == "OPTIONS"
 }
 
 func (r *call) internal(what string, err error) {

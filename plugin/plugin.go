@@ -145,6 +145,11 @@ func (r *call) rejectMessage(code envelope.Code, message string, extra map[strin
 		"Content-Type": {"application/json"},
 		"X-Request-Id": {r.reqID},
 	}
+	if r.in != nil && r.in.role == RoleManage {
+		// Like every answer of the key service's management API.
+		h["Cache-Control"] = []string{"no-store"}
+		h["X-Content-Type-Options"] = []string{"nosniff"}
+	}
 	for k, v := range extra {
 		h[k] = v
 	}

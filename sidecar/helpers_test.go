@@ -143,6 +143,11 @@ func (h *harness) do(method, path, auth string, body string, hdr ...string) resp
 	if err := checkOpenAPI(req, res, raw); err != nil {
 		h.t.Fatalf("%s %s: response %d does not match api/openapi.yaml: %v\nbody: %.2000s", method, path, res.StatusCode, err, raw)
 	}
+	if strings.HasPrefix(req.URL.Path, "/web/v1/") &&
+		(res.Header.Get("Cache-Control") != "no-store" || res.Header.Get("X-Content-Type-Options") != "nosniff") {
+		// Every management answer, whatever its route, method or outcome.
+		h.t.Fatalf("%s %s: %d without Cache-Control: no-store and X-Content-Type-Options: nosniff: %v", method, path, res.StatusCode, res.Header)
+	}
 	if strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(raw, &r.env); err != nil {
 			h.t.Fatalf("%s %s: body is not an envelope: %s", method, path, raw)

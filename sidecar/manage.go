@@ -26,6 +26,7 @@ type caller struct {
 // /web/v1/workspaces/{ws}/api-key-events. rest is the path after
 // /web/v1/workspaces/.
 func (s *Server) handleManage(ctx *fasthttp.RequestCtx, rid, rest string) envelope.Code {
+	manageHeaders(ctx)
 	ws, tail, _ := strings.Cut(rest, "/")
 	parts := strings.Split(tail, "/")
 	var route string
@@ -92,6 +93,21 @@ func (s *Server) handleManage(ctx *fasthttp.RequestCtx, rid, rest string) envelo
 	}
 	return code
 }
+
+// manageHeaders marks a management answer: every one, list, get and
+// errors included, describes a workspace's keys, so no cache (a browser's
+// or a proxy's) keeps it and no browser guesses its type (docs/SECURITY.md).
+func manageHeaders(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
+}
+
+// isManagePath reports whether the request is on the management API.
+func isManagePath(ctx *fasthttp.RequestCtx) bool {
+	return bytes.HasPrefix(ctx.Request.URI().PathOriginal(), []byte(managePrefix))
+}
+
+const managePrefix = "/web/v1/"
 
 func allowed(allow, method string) bool {
 	for _, m := range strings.Split(allow, ", ") {
@@ -230,8 +246,7 @@ func (s *Server) create(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws st
 		}
 		o := toJSON(k, now.Unix())
 		o.Secret = secret.Reveal()
-		ctx.Response.Header.Set("Cache-Control", "no-store")
-		return replyData(ctx, rid, 201, o)
+		return replyData(ctx, rid, 201, o) // Cache-Control: no-store, set by handleManage
 	}
 }
 
@@ -290,8 +305,7 @@ func (s *Server) roll(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id 
 	}
 	o := toJSON(k, now)
 	o.Secret = secret.Reveal()
-	ctx.Response.Header.Set("Cache-Control", "no-store")
-	return replyData(ctx, rid, 201, o)
+	return replyData(ctx, rid, 201, o) // Cache-Control: no-store, set by handleManage
 }
 
 // page reads limit (1-100, default 20) and cursor from the query.

@@ -8,8 +8,9 @@
 // only with the gateway secret. The workspace always comes from the path and
 // must equal the assertion's.
 //
-// Invariants: every response is one envelope with the request id; a
-// response carrying a secret has Cache-Control: no-store; a failed request
+// Invariants: every response is one envelope with the request id; every
+// management response (a secret's above all) has Cache-Control: no-store
+// and X-Content-Type-Options: nosniff; a failed request
 // stores nothing; nothing here logs a secret, a token or an Authorization
 // header.
 package sidecar
@@ -380,6 +381,9 @@ func (s *Server) handleError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		code = envelope.BadRequest
 	}
+	if isManagePath(ctx) {
+		manageHeaders(ctx)
+	}
 	reply(ctx, rid, code, "", nil)
 	ctx.SetConnectionClose()
 }
@@ -393,6 +397,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 	}()
 	if len(ctx.Request.Body()) > MaxBodySize {
+		if isManagePath(ctx) {
+			manageHeaders(ctx)
+		}
 		reply(ctx, rid, envelope.TooLarge, "", nil)
 		return
 	}
@@ -400,6 +407,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	// percent-encoded or dot-segment path into another route (a gateway
 	// route for /console must not reach /metrics as /console%2F..%2Fmetrics).
 	if !canonicalPath(ctx.Request.URI().PathOriginal()) {
+		if isManagePath(ctx) {
+			manageHeaders(ctx)
+		}
 		reply(ctx, rid, envelope.NotFound, "Not found", nil)
 		return
 	}

@@ -48,6 +48,10 @@ const MaxBodySize = 64 << 10
 type Config struct {
 	// Listen is host:port or unix:/path.sock (default 127.0.0.1:8080).
 	Listen string
+	// MetricsListen, when set (host:port or unix:/path.sock), serves
+	// GET /metrics there and nowhere else: the API port answers it 404.
+	// Empty: /metrics is on the API port.
+	MetricsListen string
 	// DBPath is the bbolt file (default ./data/keygate.db), used when Store
 	// is nil.
 	DBPath string
@@ -128,6 +132,10 @@ type Server struct {
 	log     *slog.Logger
 	srv     *fasthttp.Server
 	ln      net.Listener
+	// The metrics listener (Config.MetricsListen), nil when /metrics is
+	// on the API port.
+	metricsSrv *fasthttp.Server
+	metricsLn  net.Listener
 	metrics *metrics
 	usage   *usage
 	cacheMs int // how long the plugin may cache a verify answer
@@ -230,6 +238,13 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.ln = ln
+	if cfg.MetricsListen != "" {
+		if s.metricsLn, err = listen(cfg.MetricsListen); err != nil {
+			ln.Close()
+			s.store.Close()
+			return nil, err
+		}
+	}
 	s.usage = newUsage(s.store, cfg.UsageFlushInterval, s.log)
 	s.srv = &fasthttp.Server{
 		Handler:      s.handle,
@@ -255,7 +270,36 @@ func Start(cfg Config) (*Server, error) {
 	}
 	go func() { s.done <- s.srv.Serve(ln) }()
 	s.log.Info("sidecar listening", "addr", ln.Addr().String())
+	if s.metricsLn != nil {
+		s.metricsSrv = &fasthttp.Server{
+			Handler: s.handleMetricsPort, Name: "keygate-sidecar", ReadTimeout: cfg.ReadTimeout,
+			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, Concurrency: 256,
+			NoDefaultServerHeader: true, NoDefaultContentType: true, CloseOnShutdown: true,
+			Logger: fasthttpLogger{s.log}, SecureErrorLogMessage: true,
+		}
+		go func() {
+			if err := s.metricsSrv.Serve(s.metricsLn); err != nil {
+				s.log.Error("metrics listener stopped", "err", err)
+			}
+		}()
+		s.log.Info("metrics listening", "addr", s.metricsLn.Addr().String())
+	}
 	return s, nil
+}
+
+// handleMetricsPort serves the metrics listener: GET /metrics, nothing else.
+func (s *Server) handleMetricsPort(ctx *fasthttp.RequestCtx) {
+	rid := requestID(ctx)
+	if string(ctx.Request.URI().PathOriginal()) != "/metrics" {
+		reply(ctx, rid, envelope.NotFound, "Not found", nil)
+		return
+	}
+	if !ctx.IsGet() && !ctx.IsHead() {
+		methodNotAllowed(ctx, rid, "GET, HEAD")
+		return
+	}
+	ctx.Response.Header.Set("X-Request-Id", rid)
+	s.handleInfo(ctx, rid, "/metrics")
 }
 
 func listen(addr string) (net.Listener, error) {
@@ -279,11 +323,25 @@ func listen(addr string) (net.Listener, error) {
 // Addr is the listening address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// MetricsAddr is the metrics listener's address, nil without one.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
 // Shutdown drains in-flight requests, flushes usage and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stop.Do(func() {
 		err = s.srv.ShutdownWithContext(ctx)
+		if s.metricsSrv != nil {
+			s.metricsSrv.ShutdownWithContext(ctx)
+			if u, ok := s.metricsLn.Addr().(*net.UnixAddr); ok {
+				os.Remove(u.Name)
+			}
+		}
 		s.usage.close()
 		if cerr := s.store.Close(); err == nil {
 			err = cerr
@@ -422,6 +480,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	path := string(ctx.Path())
+	if path == "/metrics" && s.metricsLn != nil {
+		// Served on the metrics listener only (Config.MetricsListen).
+		reply(ctx, rid, envelope.NotFound, "Not found", nil)
+		return
+	}
 	switch path {
 	case "/healthz", "/readyz", "/metrics", "/openapi.yaml":
 		if !ctx.IsGet() && !ctx.IsHead() {

@@ -1,6 +1,6 @@
 // Command keygate-sidecar serves keygate's key-management and verify APIs.
 //
-//	keygate-sidecar [--listen ADDR] [--db PATH | --store postgres://…] [--scopes-file F]
+//	keygate-sidecar [--listen ADDR] [--metrics-listen ADDR] [--db PATH | --store postgres://…] [--scopes-file F]
 //	                [--gateway-secret-file F] [--admin-token-file F] [--version]
 //
 // The key store is an embedded bbolt file (--db, the default) or, for
@@ -39,6 +39,7 @@ func main() {
 
 func run() error {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on: host:port or unix:/path.sock")
+	metricsListen := flag.String("metrics-listen", "", "serve GET /metrics on this address (host:port or unix:/path.sock) only, not on --listen")
 	db := flag.String("db", "./data/keygate.db", "bbolt database file (its directory is created)")
 	storeURL := flag.String("store", "", "PostgreSQL URL (postgres://user@host:5432/db) shared by several sidecars, instead of --db")
 	scopesFile := flag.String("scopes-file", "", "optional scope catalog, one scope code a line")
@@ -73,7 +74,7 @@ func run() error {
 	if *cacheMB < 1 || *cacheMB > 1<<20 {
 		return errors.New("--cache-mb must be from 1 to 1048576")
 	}
-	cfg := sidecar.Config{Listen: *listen, DBPath: *db, StoreURL: *storeURL, GatewaySecret: gw, AdminToken: admin, Logger: log,
+	cfg := sidecar.Config{Listen: *listen, MetricsListen: *metricsListen, DBPath: *db, StoreURL: *storeURL, GatewaySecret: gw, AdminToken: admin, Logger: log,
 		UsageFlushInterval: *usageFlush, Cache: store.CacheOptions{MaxCost: int64(*cacheMB) << 20}}
 	if *scopesFile != "" {
 		if cfg.Scopes, err = sidecar.LoadScopes(*scopesFile); err != nil {

@@ -127,18 +127,18 @@ type stalenessBound interface {
 
 // Server is a running sidecar.
 type Server struct {
-	cfg     Config
-	store   *store.Cached
-	log     *slog.Logger
-	srv     *fasthttp.Server
-	ln      net.Listener
+	cfg   Config
+	store *store.Cached
+	log   *slog.Logger
+	srv   *fasthttp.Server
+	ln    net.Listener
 	// The metrics listener (Config.MetricsListen), nil when /metrics is
 	// on the API port.
 	metricsSrv *fasthttp.Server
 	metricsLn  net.Listener
-	metrics *metrics
-	usage   *usage
-	cacheMs int // how long the plugin may cache a verify answer
+	metrics    *metrics
+	usage      *usage
+	cacheMs    int // how long the plugin may cache a verify answer
 	// verifyTails remembers the parameters of verify bodies by what follows
 	// the key (see parseVerify), at most maxVerifyTails of them.
 	// The map is replaced, never modified, once stored (a read takes no

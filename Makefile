@@ -79,7 +79,7 @@ run: build
 
 # The 10-minute soak of docs/RELIABILITY.md (not in CI).
 soak:
-	KEYGATE_SOAK=$${KEYGATE_SOAK:-10m} $(GO) test -count=1 -timeout 30m -run TestSoak -v ./examples/demo
+	KEYGATE_SOAK=$${KEYGATE_SOAK:-10m} $(GO) test -count=1 -timeout 30m -run TestSoak -v ./e2e
 
 demo:
 	$(GO) run ./examples/demo

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 )
 
 // consoleTestDir holds the browser test of the owner console.
-const consoleTestDir = "../console-test"
+const consoleTestDir = "../examples/console-test"
 
 // need finds what the browser test needs; in CI a missing piece is a
 // failure (.ci/run installs it), elsewhere a skip.

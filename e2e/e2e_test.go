@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"fmt"
@@ -28,6 +28,9 @@ func TestEndToEnd(t *testing.T) {
 	}
 	pdk := func(r result, want int) {
 		t.Helper()
+		if external {
+			return // only kongemu counts PDK calls
+		}
 		if got := r.header.Get("X-Kongemu-Pdk-Calls"); got != fmt.Sprint(want) {
 			t.Fatalf("PDK calls %s (%s), want %d", got, r.header.Get("X-Kongemu-Pdk-Methods"), want)
 		}
@@ -61,7 +64,7 @@ func TestEndToEnd(t *testing.T) {
 	}{
 		{"X-API-Key, no whitelist", map[string]string{"X-API-Key": openKey}, 4},
 		{"Bearer, no whitelist", map[string]string{"Authorization": "Bearer " + openKey}, 4},
-		{"whitelisted client", map[string]string{"X-API-Key": wlKey}, 5},
+		{"whitelisted client", map[string]string{"X-API-Key": wlKey, "X-Forwarded-For": "127.0.0.1"}, 5},
 	} {
 		r := s.call("GET", "/orders/7", tc.header, "")
 		expect(r, 200, "")
@@ -146,12 +149,11 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Sidecar down: fail closed. Back up: served again without restarting the plugin.
-	s.stopSidecar()
+	s.canRestartSidecar(t)
+	s.stopSidecar(t)
 	time.Sleep(1100 * time.Millisecond)
 	expect(s.call("GET", "/orders/7", map[string]string{"X-API-Key": openKey}, ""), 503, "5030")
-	if err := s.restartSidecar(); err != nil {
-		t.Fatal(err)
-	}
+	s.restartSidecar(t)
 	back := time.Now()
 	for s.call("GET", "/orders/7", map[string]string{"X-API-Key": openKey}, "").status != 200 {
 		if time.Since(back) > time.Second {
@@ -159,7 +161,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if s.kongemu.ProcessState != nil {
+	if !external && s.kongemu.ProcessState != nil {
 		t.Fatal("kongemu exited")
 	}
 }

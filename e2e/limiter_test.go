@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -80,7 +80,7 @@ func TestFailureLimiter(t *testing.T) {
 		// IP first: 5 calls); the next one is cached: the normal 4.
 		r = s.call("GET", "/orders/1", from(other, "X-API-Key", valid), "")
 		wantEnvelope(t, r, 200, "")
-		if n := pdkCalls(r); n != 4 && n != 5 {
+		if n := pdkCalls(r); !external && n != 4 && n != 5 {
 			t.Fatalf("PDK calls %d (%s)", n, r.header.Get("X-Kongemu-Pdk-Methods"))
 		}
 		r = s.call("GET", "/orders/1", from(other, "X-API-Key", valid), "")
@@ -211,6 +211,9 @@ func pdkCalls(r result) int {
 
 func wantPDK(t *testing.T, r result, want int) {
 	t.Helper()
+	if external {
+		return // only kongemu counts PDK calls
+	}
 	if got := pdkCalls(r); got != want {
 		t.Fatalf("PDK calls %d (%s), want %d", got, r.header.Get("X-Kongemu-Pdk-Methods"), want)
 	}

@@ -1,15 +1,118 @@
-package main
+package e2e
 
-import "testing"
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
 
-// keysPath is the demo workspace's api-keys collection.
-var keysPath = "/web/v1/workspaces/" + workspace + "/api-keys"
+	"github.com/golang-jwt/jwt/v5"
+)
 
-// startStack starts the demo stack (sidecar, kongemu with the keygate
-// plugin, upstream) for one test; it is stopped when the test ends.
+// The environment of a run against a gateway started elsewhere (see doc.go).
+const (
+	envGateway      = "KEYGATE_E2E_GATEWAY_URL"
+	envSidecar      = "KEYGATE_E2E_SIDECAR_URL"
+	envAdminToken   = "KEYGATE_E2E_ADMIN_TOKEN"
+	envJWTSecret    = "KEYGATE_E2E_JWT_SECRET"
+	envPublicCode   = "KEYGATE_E2E_PUBLIC_CODE"
+	envPartnerCode  = "KEYGATE_E2E_PARTNER_CODE"
+	envWorkspace    = "KEYGATE_E2E_WORKSPACE"
+	envStopSidecar  = "KEYGATE_E2E_STOP_SIDECAR"
+	envStartSidecar = "KEYGATE_E2E_START_SIDECAR"
+)
+
+// The token material and workspace of the run. For a stack started here
+// they are fresh random values written into the copy of kong/kong.yml; for
+// an external gateway they come from the environment.
+var (
+	jwtSecret, publicCode, partnerCode string
+	workspace                          = "ws_demo"
+	keysPath                           string
+	external                           bool
+)
+
+// demo values of kong/kong.yml that the local stack replaces.
+const (
+	demoJWTSecret   = "demo-jwt-secret-for-development-only-0123456789"
+	demoPartnerCode = "demo-partner-code"
+	demoPublicCode  = "demo-public-code"
+)
+
+func TestMain(m *testing.M) {
+	if err := setup(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(2)
+	}
+	os.Exit(m.Run())
+}
+
+// setup reads the environment: all of gateway, sidecar, admin token, JWT
+// secret and portal codes, or none of them (then each test starts its own
+// stack through kongemu).
+func setup() error {
+	names := []string{envGateway, envSidecar, envAdminToken, envJWTSecret, envPublicCode, envPartnerCode}
+	var set, unset []string
+	for _, n := range names {
+		if os.Getenv(n) != "" {
+			set = append(set, n)
+		} else {
+			unset = append(unset, n)
+		}
+	}
+	switch {
+	case len(set) == 0:
+		jwtSecret, publicCode, partnerCode = randomSecret(), "public-"+randomSecret(), "partner-"+randomSecret()
+	case len(unset) > 0:
+		return fmt.Errorf("%s set but %s not: set all or none of them", strings.Join(set, ", "), strings.Join(unset, ", "))
+	default:
+		external = true
+		jwtSecret, publicCode, partnerCode = os.Getenv(envJWTSecret), os.Getenv(envPublicCode), os.Getenv(envPartnerCode)
+		// A fresh workspace per run, so that runs against one database do
+		// not see each other's keys.
+		workspace = "ws_e2e_" + randomSecret()[:12]
+	}
+	if w := os.Getenv(envWorkspace); w != "" {
+		workspace = w
+	}
+	keysPath = "/web/v1/workspaces/" + workspace + "/api-keys"
+	return nil
+}
+
+// stack is the gateway under test: either processes started here (kongemu
+// running the real keygate plugin, the sidecar on bbolt, the example
+// upstream) or an external gateway and sidecar named by the environment.
+type stack struct {
+	dir, gateway, sidecarURL string
+	adminToken               string
+	procs                    []*exec.Cmd
+	sidecar, kongemu         *exec.Cmd
+	sidecarArgs              []string
+	env                      []string
+}
+
+// startStack returns the gateway for one test: the external one when the
+// environment names it, else a stack started for the test and stopped when
+// it ends.
 func startStack(t *testing.T) *stack {
 	t.Helper()
-	s, err := newStack("../..")
+	if external {
+		return &stack{gateway: strings.TrimRight(os.Getenv(envGateway), "/"), sidecarURL: strings.TrimRight(os.Getenv(envSidecar), "/"),
+			adminToken: os.Getenv(envAdminToken)}
+	}
+	s, err := newStack("..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -17,8 +120,239 @@ func startStack(t *testing.T) *stack {
 	return s
 }
 
+// newStack builds the binaries and starts sidecar, upstream and kongemu on
+// free loopback ports with a copy of kong/kong.yml pointing at them, its
+// demo JWT secret and portal codes replaced by this run's.
+func newStack(repo string) (s *stack, err error) {
+	dir, err := os.MkdirTemp("", "keygate-e2e")
+	if err != nil {
+		return nil, err
+	}
+	s = &stack{dir: dir}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
+	for _, pkg := range []string{"./cmd/keygate", "./cmd/keygate-sidecar", "./cmd/kongemu", "./examples/upstream"} {
+		out, err := exec.Command("go", "build", "-C", repo, "-o", filepath.Join(dir, "bin")+"/", pkg).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	sidecarAddr, upstreamAddr, gatewayAddr := freePort(), freePort(), freePort()
+	s.gateway, s.sidecarURL = "http://"+gatewayAddr, "http://"+sidecarAddr
+	yml, err := os.ReadFile(filepath.Join(repo, "kong", "kong.yml"))
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range [][2]string{{"127.0.0.1:8080", sidecarAddr}, {"127.0.0.1:9090", upstreamAddr},
+		{demoJWTSecret, jwtSecret}, {demoPartnerCode, partnerCode}, {demoPublicCode, publicCode}} {
+		if !bytes.Contains(yml, []byte(r[0])) {
+			return nil, fmt.Errorf("kong/kong.yml no longer contains %q", r[0])
+		}
+		yml = bytes.ReplaceAll(yml, []byte(r[0]), []byte(r[1]))
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kong.yml"), yml, 0o600); err != nil {
+		return nil, err
+	}
+	s.adminToken = randomSecret()
+	s.env = []string{"KEYGATE_GATEWAY_SECRET=" + randomSecret(), "KEYGATE_ADMIN_TOKEN=" + s.adminToken}
+	s.sidecarArgs = []string{"--listen", sidecarAddr, "--db", filepath.Join(dir, "data", "keygate.db")}
+	if s.sidecar, err = s.start("keygate-sidecar", "sidecar", s.sidecarArgs...); err != nil {
+		return nil, err
+	}
+	if _, err := s.start("upstream", "upstream", "--listen", upstreamAddr); err != nil {
+		return nil, err
+	}
+	if s.kongemu, err = s.start("kongemu", "kongemu", "--config", filepath.Join(dir, "kong.yml"), "--plugin", filepath.Join(dir, "bin", "keygate"),
+		"--listen", gatewayAddr, "--trusted-ips", "127.0.0.1", "--real-ip-header", "X-Forwarded-For", "--prefix", dir, "--expose-pdk-calls"); err != nil {
+		return nil, err
+	}
+	for _, u := range []string{s.sidecarURL + "/readyz", "http://" + upstreamAddr + "/", s.gateway + "/"} {
+		if err := waitHTTP(u, 0); err != nil {
+			return nil, fmt.Errorf("%w (logs in %s)", err, dir)
+		}
+	}
+	return s, nil
+}
+
+func (s *stack) start(name string, logName string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(filepath.Join(s.dir, "bin", name), args...)
+	cmd.Env = append(os.Environ(), s.env...)
+	f, err := os.Create(filepath.Join(s.dir, logName+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	s.procs = append(s.procs, cmd)
+	return cmd, nil
+}
+
+func (s *stack) stop() {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		p := s.procs[i]
+		if p.Process != nil && p.ProcessState == nil {
+			p.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { p.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				p.Process.Kill()
+			}
+		}
+	}
+	os.RemoveAll(s.dir)
+}
+
+// canRestartSidecar skips the rest of the test when the sidecar cannot be
+// stopped and started: an external gateway without the two commands.
+func (s *stack) canRestartSidecar(t *testing.T) {
+	t.Helper()
+	if external && (os.Getenv(envStopSidecar) == "" || os.Getenv(envStartSidecar) == "") {
+		t.Skipf("against an external gateway: set %s and %s to stop and start its sidecar", envStopSidecar, envStartSidecar)
+	}
+}
+
+// stopSidecar stops the sidecar (SIGTERM here, $KEYGATE_E2E_STOP_SIDECAR
+// for an external one) and waits for it.
+func (s *stack) stopSidecar(t *testing.T) {
+	t.Helper()
+	if external {
+		shell(t, os.Getenv(envStopSidecar))
+		return
+	}
+	s.sidecar.Process.Signal(syscall.SIGTERM)
+	s.sidecar.Wait()
+}
+
+// restartSidecar starts the sidecar again (same port and data) and waits
+// until it is ready.
+func (s *stack) restartSidecar(t *testing.T) {
+	t.Helper()
+	if external {
+		shell(t, os.Getenv(envStartSidecar))
+	} else {
+		var err error
+		if s.sidecar, err = s.start("keygate-sidecar", "sidecar-restarted", s.sidecarArgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := waitHTTP(s.sidecarURL+"/readyz", 200); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func shell(t *testing.T, command string) {
+	t.Helper()
+	if out, err := exec.Command("sh", "-c", command).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", command, err, out)
+	}
+}
+
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func randomSecret() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func waitHTTP(url string, want int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if res, err := http.Get(url); err == nil {
+			res.Body.Close()
+			if want == 0 || res.StatusCode == want {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not answer in time", url)
+}
+
+// mintJWT signs an HS256 token of sub with role in ws, valid for an hour.
+func mintJWT(sub, ws, role string) string {
+	now := time.Now()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": sub, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"workspaces": map[string]string{ws: role},
+	}).SignedString([]byte(jwtSecret))
+	if err != nil {
+		panic(err)
+	}
+	return tok
+}
+
 // portal is the headers of a call through the gateway's manage route: a
 // JWT of user with role in ws, and the portal's access code.
 func portal(user, ws, role, code string) map[string]string {
 	return map[string]string{"Authorization": "Bearer " + mintJWT(user, ws, role), "X-PORTAL-ACCESS-CODE": code}
+}
+
+// consoleURL opens the owner console through the gateway and hands it the
+// owner's token, the workspace and the portal access code in the URL
+// fragment (as `go run ./examples/demo -keep` prints it).
+func consoleURL(gateway, ownerJWT string) string {
+	f := url.Values{"token": {ownerJWT}, "workspace": {workspace}, "portalCode": {partnerCode}, "portal": {"PARTNER"}}
+	return gateway + "/console/#" + f.Encode()
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+	json   map[string]any
+	data   map[string]any
+}
+
+func (s *stack) call(method, path string, headers map[string]string, body string) result {
+	req, _ := http.NewRequest(method, s.gateway+path, strings.NewReader(body))
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	client := http.Client{Timeout: 10 * time.Second}
+	res, err := client.Do(req)
+	if err != nil {
+		return result{status: 0, json: map[string]any{"message": err.Error()}}
+	}
+	defer res.Body.Close()
+	return readResult(res)
+}
+
+func readResult(res *http.Response) result {
+	raw, _ := io.ReadAll(res.Body)
+	r := result{status: res.StatusCode, header: res.Header, body: raw}
+	json.Unmarshal(raw, &r.json)
+	r.data, _ = r.json["data"].(map[string]any)
+	return r
+}
+
+func str(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+func first(v any) string {
+	if l, ok := v.([]any); ok && len(l) > 0 {
+		return fmt.Sprint(l[0])
+	}
+	return "(absent)"
 }

@@ -1,6 +1,6 @@
 // Browser test of the keygate owner console (issue 9, SPEC §11): Debian's
 // chromium driven by playwright-core against a running demo stack (started by
-// examples/demo/console_test.go, which sets the environment below).
+// e2e/console_test.go, which sets the environment below).
 //
 //   CONSOLE_GATEWAY_URL  gateway base URL, e.g. http://127.0.0.1:8000   (required)
 //   CONSOLE_URL          the console URL with its #fragment, as the demo prints it

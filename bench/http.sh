@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/http.sh (make bench-http): verify over HTTP against a bare fasthttp
-# handler, SPEC §7 "≥ 0.8 × the requests/s of a bare fasthttp handler".
+# handler, docs/CONTRACT.md §10.5 "≥ 0.8 × the requests/s of a bare fasthttp handler".
 #
 # Builds keygate-sidecar, bench/keygen and bench/bare; generates a store of
 # 10,000 keys (2 scopes, 10-entry CIDR whitelist); starts the sidecar on it

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/scale.sh (make bench-scale): SPEC §7 "1,000,000 stored keys: sidecar
+# bench/scale.sh (make bench-scale): docs/CONTRACT.md §10.5 "1,000,000 stored keys: sidecar
 # RSS ≤ 300 MiB, start-up ≤ 2 s, verify figures unchanged".
 #
 # Generates a store of 1,000,000 keys and one of 10,000 with bench/keygen

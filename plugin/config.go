@@ -29,7 +29,7 @@ const (
 	EnvGatewaySecretFile = "KEYGATE_GATEWAY_SECRET_FILE"
 )
 
-// Defaults of the configuration table (SPEC §5). They are applied in one
+// Defaults of the configuration table (docs/CONTRACT.md §8). They are applied in one
 // place, resolve; schema.lua carries the same values for Kong.
 const (
 	DefaultSidecarURL       = "http://127.0.0.1:8080"
@@ -48,7 +48,7 @@ const (
 const (
 	MaxSidecarTimeoutMS = 60000
 	MaxLeewaySeconds    = 600
-	MaxCacheTTLMS       = 1000 // the revocation bound of SPEC §3
+	MaxCacheTTLMS       = 1000 // the revocation bound of docs/CONTRACT.md §10.1
 	MinGatewaySecretLen = 16
 	MinHMACSecretLen    = 32
 	MaxFailureLimit     = 60000 // failures per minute
@@ -63,7 +63,7 @@ var (
 
 // Config is the plugin's configuration, one value per plugin instance (route).
 // Its exported fields are the schema Kong sees (`keygate -dump`): their json
-// names are the configuration table of SPEC §5, and schema.lua must list the
+// names are the configuration table of docs/CONTRACT.md §8, and schema.lua must list the
 // same fields. A field that is absent or null takes its default; pointer
 // fields tell "absent" from an explicit zero. An empty list that is given
 // explicitly stays empty (test_mode_portals: [] means no portal may create

@@ -21,7 +21,7 @@
 // # Invariants
 //
 //   - Fail closed. Every rejection, and every failure, ends the request with
-//     kong.response.exit and the spec's envelope (requestId in the body and
+//     kong.response.exit and the envelope of docs/CONTRACT.md §3 (requestId in the body and
 //     in X-Request-Id). A sidecar that cannot be reached, answers
 //     something that is not a verify envelope, or refuses our secret is
 //     503/5030; one slower than sidecar_timeout_ms is 504/5040. Nothing is

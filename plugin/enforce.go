@@ -61,7 +61,7 @@ func (in *instance) findKey(h map[string][]string) (string, keyStatus, []int) {
 	return key, st, from
 }
 
-// enforce decides a product-traffic request, in the order of SPEC §4:
+// enforce decides a product-traffic request, in the order of docs/CONTRACT.md §6.1:
 // key present (4011) → well formed and known, active, unexpired (4012) →
 // mode (4035) → scopes (4033) → client IP (4034).
 func (r *call) enforce(h map[string][]string) {

@@ -1,6 +1,6 @@
 package plugin
 
-// The plugin → sidecar hop (SPEC §7: p50 ≤ 100 µs per verify round trip;
+// The plugin → sidecar hop (docs/CONTRACT.md §10.5: p50 ≤ 100 µs per verify round trip;
 // a unix socket about twice as fast as TCP loopback): the plugin's own
 // client against a real sidecar, over TCP loopback and over a unix socket,
 // in the same run. docs/BENCHMARKS.md quotes it.

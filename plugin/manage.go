@@ -23,7 +23,7 @@ const PortalHeader = "X-PORTAL-ACCESS-CODE"
 const identityTTL = identity.MaxTTL / 2
 
 // manage checks the caller of a key-management route, in the order of
-// SPEC §5: JWT (4010) → OWNER of the workspace in the path (4030) → portal
+// docs/CONTRACT.md §7: JWT (4010) → OWNER of the workspace in the path (4030) → portal
 // (4032). Then it strips client X-Keygate-* headers and the caller's JWT
 // and hands the sidecar a signed identity assertion.
 func (r *call) manage(h map[string][]string) {

@@ -89,7 +89,7 @@ func isTimeout(err error) bool {
 
 // verifyTail is the verify body after the key: the route's scopes and modes.
 // No clientIp: the plugin asks Kong for the IP only when the key has a
-// whitelist, and evaluates it itself (SPEC §6).
+// whitelist, and evaluates it itself (docs/CONTRACT.md §9.3).
 func verifyTail(scopes, modes []string) []byte {
 	b := []byte(`","requiredScopes":[`)
 	for i, s := range scopes {

@@ -8,7 +8,7 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// The owner console (SPEC §11): one static page embedded in the binary. It
+// The owner console (docs/CONTRACT.md §2.3): one static page embedded in the binary. It
 // calls the management API through the gateway with the owner's JWT, so it
 // enforces nothing itself and is served without authentication.
 //

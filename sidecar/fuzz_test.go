@@ -15,7 +15,7 @@ import (
 
 // Property: decodeCreate never panics; it either rejects with 400/4000 and a
 // message, or returns a request whose every field satisfies the rules of
-// SPEC §2 (so nothing invalid can reach the store).
+// docs/CONTRACT.md §5 (so nothing invalid can reach the store).
 func FuzzDecodeCreate(f *testing.F) {
 	for _, s := range []string{
 		`{"name":"Production Key","scopes":["payment:read","payment:write"],"mode":1,"ipWhitelist":["192.168.1.0/24"]}`,

@@ -2,7 +2,7 @@
 // through Kong, the verify API the plugin calls, health and metrics, served
 // by fasthttp over TCP or a unix socket.
 //
-// Trust (SPEC §6): a management request is served only with a valid
+// Trust (docs/CONTRACT.md §9): a management request is served only with a valid
 // X-Keygate-Identity assertion signed with the gateway secret (the plugin
 // checked the caller's JWT, role and portal) or with the admin token; verify
 // only with the gateway secret. The workspace always comes from the path and

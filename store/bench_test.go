@@ -91,7 +91,7 @@ func request() *apikey.Request {
 		AllowedModes: apikey.ModesOf(apikey.Live), ClientIP: netip.MustParseAddr("10.9.200.1")}
 }
 
-// BenchmarkVerify: SPEC §7 targets hit ≤ 0.5 µs/op, 0 allocs; miss ≤ 10 µs/op.
+// BenchmarkVerify: docs/CONTRACT.md §10.5 targets hit ≤ 0.5 µs/op, 0 allocs; miss ≤ 10 µs/op.
 func BenchmarkVerify(b *testing.B) {
 	const keys = 10_000
 	bolt := benchStore(b, store.BoltOptions{})

@@ -4,7 +4,7 @@
 // captured from the real sidecar, so both send the same bytes — after
 // reading the request body, and does nothing else: no secret check, no JSON,
 // no lookup, no policy. The sidecar's verify rate over this one's, measured
-// in the same run with the same load, is SPEC §7's "≥ 0.8 × a bare fasthttp
+// in the same run with the same load, is docs/CONTRACT.md §10.5's "≥ 0.8 × a bare fasthttp
 // handler".
 //
 //	bare --listen 127.0.0.1:8181 [--body-file F]

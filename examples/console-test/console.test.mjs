@@ -1,4 +1,4 @@
-// Browser test of the keygate owner console (issue 9, SPEC §11): Debian's
+// Browser test of the keygate owner console (issue 9, docs/CONTRACT.md §2.3): Debian's
 // chromium driven by playwright-core against a running demo stack (started by
 // e2e/console_test.go, which sets the environment below).
 //

@@ -6,7 +6,7 @@
 // rejection, revokes it, and stops everything it started.
 //
 //	go run ./examples/demo            (make demo)
-//	go run ./examples/demo -keep      (leave the stack running and print the owner console URL; Ctrl-C stops it)
+//	go run ./examples/demo -keep      (leave the stack running; print ready-to-paste curl lines and the owner console URL; Ctrl-C stops it)
 package main
 
 import (
@@ -273,6 +273,7 @@ func run(repo string, keep bool) error {
 			return err
 		}
 		fmt.Printf("\nThe stack is running (gateway %s, logs in %s). Ctrl-C stops it.\n", s.gateway, s.dir)
+		printSession(os.Stdout, s.gateway, mintJWT("alice", workspace, "OWNER"))
 		fmt.Printf("\nOwner console, as Alice from the PARTNER portal (token valid 1 h; the part after # never leaves the browser,\nand the page removes it from the address bar at once):\n   %s\n", consoleURL(s.gateway, mintJWT("alice", workspace, "OWNER")))
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

@@ -3,7 +3,7 @@
 // whitelist. The plugin and the sidecar both use it, so a key is judged by
 // the same code wherever it is judged.
 //
-// Key format (SPEC §3):
+// Key format (docs/CONTRACT.md §4):
 //
 //	apiKeyId  sk_live_|sk_test_ + 14 base62                 (public)
 //	secret    sk_live_|sk_test_ + 32 base62 + 6 base62 CRC-32 of what precedes it

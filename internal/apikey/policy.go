@@ -69,7 +69,7 @@ func (d Decision) Code() string {
 	return "4012"
 }
 
-// Decide is the access decision of SPEC §4, in its order: known, active and
+// Decide is the access decision of docs/CONTRACT.md §6.1, in its order: known, active and
 // unexpired (f nil means unknown) → mode → every required scope → client IP.
 // An empty RequiredScopes denies: a route must name what it needs, and a
 // zero-scope key passes nowhere. Decide does not allocate.

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// Limits of a key's fields (SPEC §2).
+// Limits of a key's fields (docs/CONTRACT.md §5).
 const (
 	MaxNameRunes   = 128
 	MaxScopes      = 64

@@ -3,7 +3,7 @@ package apikey
 // VerifyPath is the sidecar's verify endpoint.
 const VerifyPath = "/internal/v1/verify"
 
-// VerifyRequest is the body of POST /internal/v1/verify (SPEC §6). Without
+// VerifyRequest is the body of POST /internal/v1/verify (docs/CONTRACT.md §9.3). Without
 // ClientIP the IP rule is not evaluated: the caller evaluates it from the
 // returned whitelist with CheckIP.
 type VerifyRequest struct {
@@ -40,5 +40,5 @@ type VerifyDenied struct {
 }
 
 // RevocationBound is how soon a revoked key, an expired key or a rolled-out
-// secret is rejected at every gateway node (SPEC §3).
+// secret is rejected at every gateway node (docs/CONTRACT.md §10.1).
 const RevocationBound = 1000 // milliseconds

@@ -25,7 +25,7 @@ const Version = "1.3.0"
 // Code is one outcome of the API, as a four-digit string.
 type Code string
 
-// Every outcome of the spec's table.
+// Every outcome of the table in docs/CONTRACT.md §3.
 const (
 	OK               Code = "2000"
 	BadRequest       Code = "4000"
@@ -100,7 +100,7 @@ func (c Code) Status() int {
 	return 500
 }
 
-// Message is the spec's message for c.
+// Message is the contract's message for c (docs/CONTRACT.md §3).
 func (c Code) Message() string {
 	if c == OK {
 		return okInfo.message

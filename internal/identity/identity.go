@@ -1,5 +1,5 @@
 // Package identity is the signed assertion the plugin hands the sidecar on
-// management requests (SPEC §6): a JWT, HS256 with the gateway secret, that
+// management requests (docs/CONTRACT.md §9.1): a JWT, HS256 with the gateway secret, that
 // lives at most MaxTTL.
 //
 // The plugin signs it after checking the caller's own JWT, role and portal;

@@ -34,7 +34,7 @@ func printSession(w io.Writer, gateway, ownerJWT string) {
 	fmt.Fprintf(w, "\nTry it by hand: paste these lines into another shell (bash or zsh). They create a key as Alice\n"+
 		"(OWNER of %s, token valid 1 h), call the product route with it, revoke it and call again:\n\n%s\n", workspace, sessionBegin)
 	fmt.Fprintf(w, "GATEWAY=%s\nOWNER_JWT=%s\nPORTAL='X-PORTAL-ACCESS-CODE: %s'\n", gateway, ownerJWT, publicCode)
-	fmt.Fprint(w, handSession)
+	io.WriteString(w, handSession)
 	fmt.Fprintf(w, "%s\nExpected: HTTP 201 with the secret (shown once), HTTP 200 from the upstream, HTTP 200 for the\n"+
 		"revoke, then HTTP 401 with code 4012 (rejected within 1 s).\n", sessionEnd)
 }

@@ -199,8 +199,8 @@ func TestManageIdentity(t *testing.T) {
 			}
 			want := identity.Claims{Subject: "user-1", WorkspaceID: "ws1", Role: "OWNER", Portal: tc.name, RequestID: "req-123", AllowTestMode: tc.testMode,
 				Path: "/web/v1/workspaces/ws1/api-keys", Method: "GET",
-				IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt}
-			if c != want {
+				ID: c.ID, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt}
+			if c != want || len(c.ID) < 20 {
 				t.Errorf("claims = %+v, want %+v", c, want)
 			}
 			if ttl := c.ExpiresAt - c.IssuedAt; ttl <= 0 || ttl > 60 {

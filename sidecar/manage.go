@@ -122,9 +122,20 @@ func allowed(allow, method string) bool {
 // still returns the caller, for the audit trail.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, ws string) (caller, error) {
 	if tok := ctx.Request.Header.Peek(identity.Header); len(tok) > 0 {
-		c, err := identity.Verify(s.cfg.GatewaySecret, string(tok), time.Now())
+		now := time.Now()
+		c, err := identity.Verify(s.cfg.GatewaySecret, string(tok), now)
 		if err != nil || c.Path != string(ctx.Request.URI().PathOriginal()) || c.Method != string(ctx.Method()) {
 			return caller{}, envelope.Errorf(envelope.Unauthorized, "")
+		}
+		// Each assertion is accepted once: the same create sent twice
+		// makes one key (docs/SECURITY.md).
+		switch s.seen.first(c.ID, c.ExpiresAt+int64(identity.Leeway/time.Second), now) {
+		case seenReplay:
+			s.log.Warn("identity assertion replayed; refused", "requestId", string(ctx.Request.Header.Peek("X-Request-Id")), "assertionRequestId", c.RequestID)
+			return caller{}, envelope.Errorf(envelope.Unauthorized, "")
+		case seenFull:
+			s.log.Error("too many live identity assertions remembered; refusing management requests until some expire", "max", s.cfg.MaxAssertions)
+			return caller{}, envelope.Errorf(envelope.Unavailable, "")
 		}
 		who := caller{actor: store.Actor{Sub: c.Subject, Portal: c.Portal}, allowTestMode: c.AllowTestMode}
 		if c.Role != identity.RoleOwner || c.WorkspaceID != ws {

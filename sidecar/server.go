@@ -79,6 +79,11 @@ type Config struct {
 	// 16384); MaxHeaderBytes the request line and headers (default 16 KiB).
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxConns, MaxHeaderBytes               int
+	// MaxAssertions bounds how many identity assertion ids (jti) the
+	// sidecar remembers to refuse a replay (default DefaultMaxAssertions);
+	// when that many unexpired ones are held, a management request with an
+	// assertion answers 503/5030 until some expire.
+	MaxAssertions int
 	// UsageFlushInterval is how often lastUsedAt is written (default 30 s).
 	UsageFlushInterval time.Duration
 	Logger             *slog.Logger
@@ -138,7 +143,8 @@ type Server struct {
 	metricsLn  net.Listener
 	metrics    *metrics
 	usage      *usage
-	cacheMs    int // how long the plugin may cache a verify answer
+	seen       *seenIDs // identity assertions accepted, to refuse replays
+	cacheMs    int      // how long the plugin may cache a verify answer
 	// verifyTails remembers the parameters of verify bodies by what follows
 	// the key (see parseVerify), at most maxVerifyTails of them.
 	// The map is replaced, never modified, once stored (a read takes no
@@ -174,6 +180,9 @@ func (c *Config) defaults() error {
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 16 << 10
 	}
+	if c.MaxAssertions <= 0 {
+		c.MaxAssertions = DefaultMaxAssertions
+	}
 	if c.UsageFlushInterval <= 0 {
 		c.UsageFlushInterval = 30 * time.Second
 	}
@@ -200,7 +209,7 @@ func Start(cfg Config) (*Server, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1), seen: newSeenIDs(cfg.MaxAssertions)}
 	st := cfg.Store
 	switch {
 	case st == nil && cfg.StoreURL != "":

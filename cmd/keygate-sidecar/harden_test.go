@@ -1,11 +1,15 @@
 package main_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/identity"
 )
 
 // get returns the status and body of GET url.
@@ -53,5 +57,49 @@ func TestMetricsListen(t *testing.T) {
 	p2 := launch(t, filepath.Join(t.TempDir(), "k.db"), env)
 	if code, _ := get(t, "http://"+p2.addr+"/metrics"); code != 200 {
 		t.Fatalf("default /metrics: %d", code)
+	}
+}
+
+// The same create assertion sent twice to the real sidecar makes one key;
+// the second answer is 401/4010.
+func TestCreateAssertionOnce(t *testing.T) {
+	t.Parallel()
+	p := launch(t, filepath.Join(t.TempDir(), "k.db"), env)
+	const path = "/web/v1/workspaces/ws_once/api-keys"
+	tok, err := identity.Sign([]byte(gw), identity.Claims{Subject: "alice", WorkspaceID: "ws_once", Role: identity.RoleOwner,
+		Portal: "PUBLIC", RequestID: "r1", Path: path, Method: "POST"}, time.Now(), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func() (int, string) {
+		req, _ := http.NewRequest("POST", "http://"+p.addr+path, strings.NewReader(`{"name":"once","scopes":["orders:read"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(identity.Header, tok)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := send(); code != 201 {
+		t.Fatalf("first: %d %s", code, body)
+	}
+	if code, body := send(); code != 401 || !strings.Contains(body, `"code":"4010"`) {
+		t.Fatalf("replay: %d %s", code, body)
+	}
+	req, _ := http.NewRequest("GET", "http://"+p.addr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var page struct {
+		Data struct{ Items []any } `json:"data"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&page); err != nil || len(page.Data.Items) != 1 {
+		t.Fatalf("keys after a replayed create: %d (%v), want 1", len(page.Data.Items), err)
 	}
 }

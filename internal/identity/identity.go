@@ -8,6 +8,7 @@
 package identity
 
 import (
+	"crypto/rand"
 	"errors"
 	"time"
 
@@ -24,6 +25,13 @@ const HeaderPrefix = "X-Keygate-"
 // MaxTTL bounds exp - iat.
 const MaxTTL = 60 * time.Second
 
+// Leeway is the clock skew Verify allows between nodes: an assertion is
+// accepted until exp + Leeway, so a sidecar remembers its jti that long.
+const Leeway = 5 * time.Second
+
+// MaxIDLen bounds a jti.
+const MaxIDLen = 64
+
 // RoleOwner is the only role that may manage keys.
 const RoleOwner = "OWNER"
 
@@ -39,8 +47,11 @@ type Claims struct {
 	// assertion seen in transit or in a log cannot be replayed on another
 	// key or operation of the workspace (list and create share a path, and
 	// so do get and revoke).
-	Path      string `json:"path"`
-	Method    string `json:"method"`
+	Path   string `json:"path"`
+	Method string `json:"method"`
+	// ID (jti) is unique per assertion (Sign draws 128 random bits when it
+	// is empty): a sidecar accepts each one once (docs/SECURITY.md).
+	ID        string `json:"jti"`
 	IssuedAt  int64  `json:"iat"`
 	ExpiresAt int64  `json:"exp"`
 }
@@ -78,12 +89,16 @@ func Sign(secret []byte, c Claims, now time.Time, ttl time.Duration) (string, er
 	}
 	c.IssuedAt = now.Unix()
 	c.ExpiresAt = now.Add(ttl).Unix()
+	if c.ID == "" {
+		c.ID = rand.Text()
+	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwtClaims{c}).SignedString(secret)
 }
 
 // Verify checks the assertion's signature (HS256 only), its lifetime
-// (exp required, exp-iat ≤ MaxTTL, 5 s leeway for clock skew between nodes)
-// and returns its claims. Every failure is ErrInvalid.
+// (exp required, exp-iat ≤ MaxTTL, Leeway for clock skew between nodes),
+// that it names a jti, and returns its claims. Every failure is ErrInvalid.
+// Whether the jti was seen before is the caller's to check.
 func Verify(secret []byte, token string, now time.Time) (Claims, error) {
 	if len(secret) == 0 || len(token) == 0 || len(token) > 4096 {
 		return Claims{}, ErrInvalid
@@ -93,11 +108,11 @@ func Verify(secret []byte, token string, now time.Time) (Claims, error) {
 		jwt.WithValidMethods([]string{"HS256"}),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithLeeway(5*time.Second),
+		jwt.WithLeeway(Leeway),
 		jwt.WithTimeFunc(func() time.Time { return now }),
 	)
 	if err != nil || c.ExpiresAt-c.IssuedAt > int64(MaxTTL/time.Second) || c.ExpiresAt <= c.IssuedAt ||
-		c.WorkspaceID == "" || c.Role == "" || c.Path == "" || c.Method == "" {
+		c.WorkspaceID == "" || c.Role == "" || c.Path == "" || c.Method == "" || c.ID == "" || len(c.ID) > MaxIDLen {
 		return Claims{}, ErrInvalid
 	}
 	return c.Claims, nil

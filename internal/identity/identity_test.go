@@ -27,6 +27,22 @@ func TestSignVerify(t *testing.T) {
 	long, _ := tooLong.SignedString(secret)
 	noExp, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"workspaceId": "ws", "role": "OWNER", "iat": now.Unix()}).SignedString(secret)
 	hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"workspaceId": "ws", "role": "OWNER", "iat": now.Unix(), "exp": now.Unix() + 30}).SignedString(secret)
+	full := func(jti any) string {
+		m := jwt.MapClaims{"workspaceId": "ws", "role": "OWNER", "path": "/p", "method": "GET", "iat": now.Unix(), "exp": now.Unix() + 30}
+		if jti != nil {
+			m["jti"] = jti
+		}
+		s, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, m).SignedString(secret)
+		return s
+	}
+	if _, err := Verify(secret, full("id-1"), now); err != nil {
+		t.Fatalf("a complete assertion with a jti: %v", err)
+	}
+	tok2, _ := Sign(secret, c, now, time.Minute)
+	got2, _ := Verify(secret, tok2, now)
+	if len(got.ID) < 20 || got2.ID == got.ID {
+		t.Fatalf("jti %q then %q: want a fresh random id per assertion", got.ID, got2.ID)
+	}
 	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"workspaceId": "ws", "role": "OWNER", "iat": now.Unix(), "exp": now.Unix() + 30}).SignedString(jwt.UnsafeAllowNoneSignatureType)
 	for name, tc := range map[string]struct {
 		tok string
@@ -43,6 +59,9 @@ func TestSignVerify(t *testing.T) {
 		"tampered":        {tok[:len(tok)-2] + "xx", now, secret},
 		"huge":            {strings.Repeat("a", 5000), now, secret},
 		"empty secret":    {tok, now, nil},
+		"no jti":          {full(nil), now, secret},
+		"empty jti":       {full(""), now, secret},
+		"jti too long":    {full(strings.Repeat("j", MaxIDLen+1)), now, secret},
 	} {
 		if _, err := Verify(tc.key, tc.tok, tc.at); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v", name, err)

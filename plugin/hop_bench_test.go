@@ -19,6 +19,7 @@ import (
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/sidecar"
 	"github.com/keygate/keygate/store"
+	"github.com/keygate/keygate/store/storetest"
 )
 
 const hopGatewaySecret = "hop-bench-gateway-secret-0123456789"
@@ -41,18 +42,18 @@ func hopSidecar(b *testing.B, listen string, keys int) (network, addr string, se
 	if err != nil {
 		b.Fatal(err)
 	}
-	bulk := make([]store.BulkKey, keys)
+	bulk := make([]storetest.BulkKey, keys)
 	for i := range bulk {
 		sec := apikey.NewSecret(apikey.Live).Reveal()
 		secrets = append(secrets, sec)
-		bulk[i] = store.BulkKey{
+		bulk[i] = storetest.BulkKey{
 			Key: &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws1", Name: "hop", Mode: apikey.Live,
 				Scopes: []string{"payment:read", "payment:write"}, IPWhitelist: []string{}, CreatedAt: time.Now().Unix(), SecretHint: apikey.Hint(sec)},
 			SecretHash: apikey.Hash(sec),
 			Event:      store.Event{EventID: "evt_" + apikey.NewID(apikey.Live)[8:], Action: store.ActionCreated, Actor: store.Actor{Admin: true}},
 		}
 	}
-	if err := st.BulkCreate(context.Background(), bulk); err != nil {
+	if err := storetest.BulkCreate(context.Background(), st, bulk); err != nil {
 		b.Fatal(err)
 	}
 	srv, err := sidecar.Start(sidecar.Config{

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/store"
+	"github.com/keygate/keygate/store/storetest"
 	"github.com/valyala/fasthttp"
 )
 
@@ -28,7 +29,7 @@ func BenchmarkHandleVerify(b *testing.B) {
 	}
 	const n = 10000
 	secrets := make([]string, n)
-	bulk := make([]store.BulkKey, n)
+	bulk := make([]storetest.BulkKey, n)
 	ips := make([]string, 10)
 	for i := range ips {
 		ips[i] = fmt.Sprintf("10.%d.0.0/16", i)
@@ -36,14 +37,14 @@ func BenchmarkHandleVerify(b *testing.B) {
 	for i := range bulk {
 		sec := apikey.NewSecret(apikey.Live).Reveal()
 		secrets[i] = sec
-		bulk[i] = store.BulkKey{
+		bulk[i] = storetest.BulkKey{
 			Key: &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "bench-ws", Name: "k", Mode: apikey.Live,
 				Scopes: []string{"payment:read", "payment:write"}, IPWhitelist: ips, CreatedAt: 1},
 			SecretHash: sha256.Sum256([]byte(sec)),
 			Event:      store.Event{EventID: fmt.Sprint("e", i), Action: store.ActionCreated},
 		}
 	}
-	if err := st.BulkCreate(b.Context(), bulk); err != nil {
+	if err := storetest.BulkCreate(b.Context(), st, bulk); err != nil {
 		b.Fatal(err)
 	}
 	s, err := Start(Config{Listen: "127.0.0.1:0", Store: st, GatewaySecret: gw,

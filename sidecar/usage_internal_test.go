@@ -11,6 +11,7 @@ import (
 
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/store"
+	"github.com/keygate/keygate/store/storetest"
 )
 
 // The flusher writes as soon as usageBatch keys have marks, not only on its
@@ -28,15 +29,15 @@ func TestUsageFlushesFullBatchBeforeTick(t *testing.T) {
 	defer c.Close()
 	now := time.Now().Unix()
 	n := usageBatch + 10
-	bulk := make([]store.BulkKey, n)
+	bulk := make([]storetest.BulkKey, n)
 	for i := range bulk {
-		bulk[i] = store.BulkKey{
+		bulk[i] = storetest.BulkKey{
 			Key:        &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "k", Mode: apikey.Live, Scopes: []string{"a:b"}, CreatedAt: now},
 			SecretHash: sha256.Sum256(fmt.Append(nil, "secret ", i)),
 			Event:      store.Event{EventID: fmt.Sprint("e", i), Action: store.ActionCreated},
 		}
 	}
-	if err := b.BulkCreate(t.Context(), bulk); err != nil {
+	if err := storetest.BulkCreate(t.Context(), b, bulk); err != nil {
 		t.Fatal(err)
 	}
 	u := newUsage(c, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))

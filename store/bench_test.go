@@ -176,7 +176,7 @@ func BenchmarkCreate(b *testing.B) {
 		const clients, perRound = 32, 2048
 		o := store.BoltOptions{}
 		s := benchStore(b, o)
-		raw := benchStore(b, o).DB()
+		raw := rawBolt(b)
 		var storeTime, rawTime time.Duration
 		for b.Loop() {
 			rawTime += run32(clients, perRound, func(i int) error { return rawBatchPut(raw, i) })
@@ -216,6 +216,19 @@ func run32(clients, total int, op func(i int) error) time.Duration {
 	}
 	wg.Wait()
 	return time.Since(start)
+}
+
+// rawBolt is a bare bbolt file opened as OpenBolt opens its own, with
+// the default BoltOptions' batch settings.
+func rawBolt(b *testing.B) *bolt.DB {
+	b.Helper()
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "raw.db"), 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		b.Fatal(err)
+	}
+	db.MaxBatchSize, db.MaxBatchDelay = 256, 2*time.Millisecond
+	b.Cleanup(func() { db.Close() })
+	return db
 }
 
 var rawSeq atomic.Uint64

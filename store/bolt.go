@@ -163,9 +163,6 @@ func (b *Bolt) stamped(fn func(*bolt.Tx) error) func(*bolt.Tx) error {
 	}
 }
 
-// DB exposes the bbolt handle for tools (benchmarks, checks).
-func (b *Bolt) DB() *bolt.DB { return b.db }
-
 func mapErr(err error) error {
 	switch {
 	case err == nil:

@@ -236,7 +236,7 @@ func TestBoltWritesKeepFacts(t *testing.T) {
 		keys = append(keys, k)
 	}
 	in := bulkInputs(5)
-	if err := b.BulkCreate(ctx, in); err != nil {
+	if err := b.bulkCreate(ctx, in); err != nil {
 		t.Fatal(err)
 	}
 	checkHashes(t, b)
@@ -332,7 +332,7 @@ func TestBoltUpgradesOldFormat(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now().Unix()
 	in := bulkInputs(17)
-	if err := b.BulkCreate(ctx, in); err != nil {
+	if err := b.bulkCreate(ctx, in); err != nil {
 		t.Fatal(err)
 	}
 	var hashes [][32]byte
@@ -434,7 +434,7 @@ func TestBoltResyncsAfterForeignWrite(t *testing.T) {
 	}
 	ctx := context.Background()
 	in := bulkInputs(3)
-	if err := b.BulkCreate(ctx, in); err != nil {
+	if err := b.bulkCreate(ctx, in); err != nil {
 		t.Fatal(err)
 	}
 	// What an older keygate does: revoke in the key record alone, and
@@ -488,7 +488,7 @@ func TestTouchLastUsedLeavesRecords(t *testing.T) {
 	ctx := context.Background()
 	in := bulkInputs(5)
 	in[1].Key.LastUsedAt = 900 // as a file written before the used bucket holds it
-	if err := b.BulkCreate(ctx, in); err != nil {
+	if err := b.bulkCreate(ctx, in); err != nil {
 		t.Fatal(err)
 	}
 	records := func() string {

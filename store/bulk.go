@@ -3,19 +3,40 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
+	"github.com/keygate/keygate/store/internal/bulkhook"
 	bolt "go.etcd.io/bbolt"
 )
 
-// BulkKey is one key for BulkCreate: what Create takes as arguments.
-type BulkKey struct {
+// The bulk loader is for tools (bench/keygen) and benchmarks, through
+// storetest.BulkCreate; it is not part of this package's API.
+func init() {
+	bulkhook.Create = func(ctx context.Context, b *Bolt, keys []*Key, hashes [][32]byte, events []Event) error {
+		if len(hashes) != len(keys) || len(events) != len(keys) {
+			return errors.New("bulk create: keys, hashes and events differ in length")
+		}
+		in := make([]bulkKey, len(keys))
+		for i := range keys {
+			in[i] = bulkKey{Key: keys[i], SecretHash: hashes[i], Event: events[i]}
+		}
+		err := b.bulkCreate(ctx, in)
+		for i := range in {
+			events[i] = in[i].Event
+		}
+		return err
+	}
+}
+
+// bulkKey is one key for bulkCreate: what Create takes as arguments.
+type bulkKey struct {
 	Key        *Key
 	SecretHash [32]byte
 	Event      Event
 }
 
-// bulkChunk is how many keys BulkCreate commits per transaction (a
+// bulkChunk is how many keys bulkCreate commits per transaction (a
 // variable for the tests).
 var bulkChunk = 20_000
 
@@ -25,11 +46,12 @@ var bulkChunk = 20_000
 // changes the page layout only, never what is stored.
 const bulkFill = 0.9
 
-// BulkCreate stores keys as Create would, one after the other in slice
+// bulkCreate stores keys as Create would, one after the other in slice
 // order — the same key record, hash entry, workspace index entry and
 // CREATED event, with the same sequence numbers — but commits 20,000 keys
 // per transaction (one fsync each) instead of one batch per key. It is for
-// tools that load many keys at once (bench/keygen), not for the API.
+// tools that load many keys at once (bench/keygen, through
+// storetest.BulkCreate), not for the API.
 //
 // Each chunk is all or nothing, and a conflict (an id or hash already
 // stored, or repeated in keys) fails its chunk with ErrConflict; chunks
@@ -41,9 +63,9 @@ const bulkFill = 0.9
 // their secret hashes and ids (bench/keygen sorts them so): then every
 // bucket is appended to; in random order each transaction rewrites pages all
 // over the file.
-func (b *Bolt) BulkCreate(ctx context.Context, keys []BulkKey) error {
+func (b *Bolt) bulkCreate(ctx context.Context, keys []bulkKey) error {
 	type rec struct {
-		bk      *BulkKey
+		bk      *bulkKey
 		val, hv []byte
 	}
 	for done := 0; done < len(keys); {

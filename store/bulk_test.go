@@ -15,10 +15,10 @@ import (
 )
 
 // bulkInputs returns n keys over three workspaces with varied fields: the
-// arguments Create and BulkCreate are both given.
-func bulkInputs(n int) []BulkKey {
+// arguments Create and bulkCreate are both given.
+func bulkInputs(n int) []bulkKey {
 	now := time.Now().Unix()
-	out := make([]BulkKey, n)
+	out := make([]bulkKey, n)
 	for i := range out {
 		mode := apikey.Live
 		if i%4 == 3 {
@@ -37,16 +37,16 @@ func bulkInputs(n int) []BulkKey {
 		if i%3 == 0 {
 			ev.Actor = Actor{Admin: true}
 		}
-		out[i] = BulkKey{Key: k, SecretHash: apikey.Hash(sec), Event: ev}
+		out[i] = bulkKey{Key: k, SecretHash: apikey.Hash(sec), Event: ev}
 	}
 	return out
 }
 
-func cloneInputs(in []BulkKey) []BulkKey {
-	out := make([]BulkKey, len(in))
+func cloneInputs(in []bulkKey) []bulkKey {
+	out := make([]bulkKey, len(in))
 	for i, bk := range in {
 		k := *bk.Key
-		out[i] = BulkKey{Key: &k, SecretHash: bk.SecretHash, Event: bk.Event}
+		out[i] = bulkKey{Key: &k, SecretHash: bk.SecretHash, Event: bk.Event}
 	}
 	return out
 }
@@ -131,7 +131,7 @@ func TestBulkCreateIsCreate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := bulk.BulkCreate(ctx, cloneInputs(in)); err != nil {
+	if err := bulk.bulkCreate(ctx, cloneInputs(in)); err != nil {
 		t.Fatal(err)
 	}
 	if a, b := dump(t, created), dump(t, bulk); a != b {
@@ -181,16 +181,16 @@ func TestBulkCreateConflict(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name   string
-		mutate func(in []BulkKey)
+		mutate func(in []bulkKey)
 	}{
-		{"hash repeated in the input", func(in []BulkKey) { in[7].SecretHash = in[1].SecretHash }},
-		{"id repeated in the input", func(in []BulkKey) { in[8].Key.ID = in[6].Key.ID }},
+		{"hash repeated in the input", func(in []bulkKey) { in[7].SecretHash = in[1].SecretHash }},
+		{"id repeated in the input", func(in []bulkKey) { in[8].Key.ID = in[6].Key.ID }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := openBulkTest(t, "bulk.db")
 			in := bulkInputs(12)
 			tc.mutate(in)
-			err := b.BulkCreate(ctx, in)
+			err := b.bulkCreate(ctx, in)
 			if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "5 of 12 keys stored") {
 				t.Fatalf("err = %v", err)
 			}
@@ -205,11 +205,11 @@ func TestBulkCreateConflict(t *testing.T) {
 	t.Run("conflict with a stored key", func(t *testing.T) {
 		b := openBulkTest(t, "bulk.db")
 		in := bulkInputs(3)
-		if err := b.BulkCreate(ctx, cloneInputs(in)); err != nil {
+		if err := b.bulkCreate(ctx, cloneInputs(in)); err != nil {
 			t.Fatal(err)
 		}
 		before := dump(t, b)
-		if err := b.BulkCreate(ctx, cloneInputs(in[1:2])); !errors.Is(err, ErrConflict) {
+		if err := b.bulkCreate(ctx, cloneInputs(in[1:2])); !errors.Is(err, ErrConflict) {
 			t.Fatalf("err = %v", err)
 		}
 		if after := dump(t, b); after != before {
@@ -220,7 +220,7 @@ func TestBulkCreateConflict(t *testing.T) {
 		b := openBulkTest(t, "bulk.db")
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if err := b.BulkCreate(cctx, bulkInputs(2)); !errors.Is(err, context.Canceled) {
+		if err := b.bulkCreate(cctx, bulkInputs(2)); !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v", err)
 		}
 		if !strings.Contains(dump(t, b), "bucket keys seq 0\n") {

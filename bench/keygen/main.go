@@ -1,6 +1,6 @@
 // Command keygen fills a keygate bbolt store with generated keys for the
 // load benchmarks (bench/*.sh, docs/BENCHMARKS.md), through the store
-// package's own write path (store.Bolt.BulkCreate: the records Create
+// package's own write path (storetest.BulkCreate: the records Create
 // writes), and writes each key's secret, one a line, to a file the load
 // generator reads.
 //
@@ -36,6 +36,7 @@ import (
 
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/store"
+	"github.com/keygate/keygate/store/storetest"
 )
 
 func main() {
@@ -98,7 +99,7 @@ func parse(args []string, out io.Writer) (options, error) {
 
 // chunk is one BulkCreate call's worth of keys and their secrets.
 type chunk struct {
-	keys    []store.BulkKey
+	keys    []storetest.BulkKey
 	secrets []string
 }
 
@@ -171,7 +172,7 @@ func run(args []string, log io.Writer) error {
 	written := 0
 	for c := range nChunks {
 		ch := <-ready[c]
-		if err := db.BulkCreate(context.Background(), ch.keys); err != nil {
+		if err := storetest.BulkCreate(context.Background(), db, ch.keys); err != nil {
 			drain(ready[c+1:])
 			return fmt.Errorf("%d keys written before: %w", written, err)
 		}
@@ -250,10 +251,10 @@ func newIDs(m apikey.Mode, n int) []string {
 // — odds of about 2^-60 at a million keys — fails the load with
 // store.ErrConflict).
 func build(o options, first int, secrets []secret, ids []string, ips, scopes []string, now int64) chunk {
-	ch := chunk{keys: make([]store.BulkKey, len(secrets)), secrets: make([]string, len(secrets))}
+	ch := chunk{keys: make([]storetest.BulkKey, len(secrets)), secrets: make([]string, len(secrets))}
 	for i, sec := range secrets {
 		ch.secrets[i] = sec.plain
-		ch.keys[i] = store.BulkKey{
+		ch.keys[i] = storetest.BulkKey{
 			Key: &store.Key{ID: ids[i], WorkspaceID: fmt.Sprintf("bench-ws-%06d", (first+i)/o.perWS), Name: fmt.Sprintf("bench key %d", first+i),
 				Mode: o.mode, Scopes: scopes, IPWhitelist: ips, CreatedAt: now, SecretHint: apikey.Hint(sec.plain)},
 			SecretHash: sec.hash,

@@ -59,7 +59,7 @@ fuzz-long:
 
 # In-process benchmarks (docs/BENCHMARKS.md); under 5 minutes.
 bench:
-	$(GO) test -run XXX -bench . -benchtime 2s ./store ./internal/...
+	$(GO) test -run XXX -bench . -benchtime 2s ./store ./sidecar ./internal/...
 
 # Load benchmarks (docs/BENCHMARKS.md): manual, minutes each, need wrk
 # (installed from Debian if missing); never run by CI.

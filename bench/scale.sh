@@ -22,7 +22,7 @@
 #              the store does not have), and again after the spread load.
 #              The sidecars run with --usage-flush 5s, so lastUsedAt flushes
 #              happen during the loads and count.
-#   in-process bench/keygen's BenchmarkVerifyStore (hit, hit-parallel,
+#   in-process sidecar's BenchmarkVerifyStore (hit, hit-parallel,
 #              miss-bbolt, spread) on each store, sidecars stopped.
 # Environment: DUR (10s), CONNS (64), THREADS (1), PIN (1), KEYS (1000000),
 # STARTS (3), BENCHTIME (2s). Takes about 4 minutes. Everything lives in a
@@ -34,7 +34,7 @@ BENCHTIME=${BENCHTIME:-2s}
 
 need_wrk
 build ./cmd/keygate-sidecar ./bench/keygen
-(cd "$ROOT" && go test -c -o "$BIN/keygen.test" ./bench/keygen)
+(cd "$ROOT" && go test -c -o "$BIN/sidecar.test" ./sidecar)
 machine
 
 t0=$(date +%s%N)
@@ -77,5 +77,5 @@ stop_pid "$SMALL_PID"; stop_pid "$BIG_PID"
 
 for s in small big; do
   echo "in-process, $s store:"
-  KEYGATE_BENCH_DB=$WORK/$s.db KEYGATE_BENCH_SECRETS=$WORK/$s.txt "$BIN/keygen.test" -test.run XXX -test.bench VerifyStore -test.benchtime "$BENCHTIME" | grep '^Benchmark'
+  KEYGATE_BENCH_DB=$WORK/$s.db KEYGATE_BENCH_SECRETS=$WORK/$s.txt "$BIN/sidecar.test" -test.run XXX -test.bench VerifyStore -test.benchtime "$BENCHTIME" | grep '^Benchmark'
 done

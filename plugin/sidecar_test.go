@@ -22,6 +22,7 @@ import (
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/internal/envelope"
 	"github.com/keygate/keygate/sidecar"
+	"github.com/keygate/keygate/store"
 )
 
 const adminToken = "test-admin-token-0123456789"
@@ -40,9 +41,13 @@ func startSidecar(t testing.TB) *realSidecar {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "s.sock")
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "keygate.db"), store.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := sidecar.Start(sidecar.Config{
 		Listen:        "unix:" + sock,
-		DBPath:        filepath.Join(t.TempDir(), "keygate.db"),
+		Store:         st,
 		GatewaySecret: []byte(gwSecret),
 		AdminToken:    []byte(adminToken),
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -74,7 +74,7 @@ func BenchmarkHandleVerify(b *testing.B) {
 	for i := range 2 * n { // learn the tail, fill the cache
 		serve(i)
 	}
-	s.store.Wait()
+	s.cache.wait()
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

@@ -48,20 +48,23 @@ func (h *harness) with(t *testing.T) *harness {
 
 type option func(*sidecar.Config)
 
-// start runs a real sidecar on a real loopback socket and bbolt file.
+// start runs a real sidecar on a real loopback socket and bbolt file (a
+// new one, unless an option sets the Store).
 func start(t *testing.T, opts ...option) *harness {
 	t.Helper()
 	logs := &lockedWriter{w: &bytes.Buffer{}}
 	db := filepath.Join(t.TempDir(), "keygate.db")
 	cfg := sidecar.Config{
 		Listen:        "127.0.0.1:0",
-		DBPath:        db,
 		GatewaySecret: gwSecret,
 		AdminToken:    adminToken,
 		Logger:        slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if cfg.Store == nil {
+		cfg.Store = openBolt(t, db)
 	}
 	srv, err := sidecar.Start(cfg)
 	if err != nil {
@@ -70,6 +73,16 @@ func start(t *testing.T, opts ...option) *harness {
 	h := &harness{t: t, srv: srv, base: "http://" + srv.Addr().String(), logs: logs, db: db}
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	return h
+}
+
+// openBolt opens the bbolt file at path.
+func openBolt(t testing.TB, path string) *store.Bolt {
+	t.Helper()
+	b, err := store.OpenBolt(path, store.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 type lockedWriter struct {

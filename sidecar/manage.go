@@ -158,9 +158,7 @@ func newEventID() string { return "evt_" + apikey.NewID(apikey.Live)[len("sk_liv
 func (s *Server) recordDenied(sc context.Context, rid, ws string, who caller, code envelope.Code) {
 	ev := s.newEvent(store.ActionDenied, rid, who)
 	ev.WorkspaceID, ev.Code = ws, string(code)
-	start := time.Now()
 	err := s.store.Record(sc, ev)
-	s.metrics.observe("record", start)
 	if err != nil {
 		s.log.Warn("audit: denied attempt not recorded", "requestId", rid, "err", err)
 	}
@@ -246,9 +244,7 @@ func (s *Server) create(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws st
 			Scopes: req.Scopes, IPWhitelist: req.IPWhitelist, CreatedAt: now.Unix(),
 			ExpiresAt: req.ExpiresAt, SecretHint: apikey.Hint(secret.Reveal()),
 		}
-		start := time.Now()
 		err := s.store.Create(sc, k, apikey.Hash(secret.Reveal()), s.newEvent(store.ActionCreated, rid, who))
-		s.metrics.observe("create", start)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
 			continue
 		}
@@ -262,9 +258,7 @@ func (s *Server) create(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws st
 }
 
 func (s *Server) get(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id string) (envelope.Code, error) {
-	start := time.Now()
 	k, err := s.store.Get(sc, ws, id)
-	s.metrics.observe("get", start)
 	if err != nil {
 		return "", err
 	}
@@ -273,9 +267,7 @@ func (s *Server) get(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id s
 
 func (s *Server) revoke(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id string, who caller) (envelope.Code, error) {
 	now := time.Now().Unix()
-	start := time.Now()
 	k, err := s.store.Revoke(sc, ws, id, now, s.newEvent(store.ActionRevoked, rid, who))
-	s.metrics.observe("revoke", start)
 	if err != nil {
 		return "", err
 	}
@@ -294,9 +286,7 @@ func (s *Server) roll(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id 
 		return "", err
 	}
 	now := time.Now().Unix()
-	start := time.Now()
 	cur, err := s.store.Get(sc, ws, id)
-	s.metrics.observe("get", start)
 	if err != nil {
 		return "", err
 	}
@@ -304,10 +294,8 @@ func (s *Server) roll(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id 
 		return "", badRequest("apiKeyId %s is expired and cannot be rolled", id)
 	}
 	secret := apikey.NewSecret(cur.Mode)
-	start = time.Now()
 	k, err := s.store.Roll(sc, ws, id, apikey.Hash(secret.Reveal()), apikey.Hint(secret.Reveal()), now, now+window,
 		s.newEvent(store.ActionRolled, rid, who))
-	s.metrics.observe("roll", start)
 	if errors.Is(err, store.ErrRevoked) {
 		return "", badRequest("apiKeyId %s is revoked and cannot be rolled", id)
 	}
@@ -351,9 +339,7 @@ func (s *Server) list(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws stri
 	if err != nil {
 		return "", err
 	}
-	start := time.Now()
 	keys, next, err := s.store.List(sc, ws, p)
-	s.metrics.observe("list", start)
 	if errors.Is(err, store.ErrCursor) {
 		return "", badRequest("cursor is not valid")
 	}
@@ -395,9 +381,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws st
 			return "", err
 		}
 	}
-	start := time.Now()
 	evs, next, err := s.store.Events(sc, ws, keyID, p)
-	s.metrics.observe("events", start)
 	if errors.Is(err, store.ErrCursor) {
 		return "", badRequest("cursor is not valid")
 	}

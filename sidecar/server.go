@@ -8,6 +8,13 @@
 // only with the gateway secret. The workspace always comes from the path and
 // must equal the assertion's.
 //
+// The sidecar owns the verify cache (cache.go: ristretto, a table of hot
+// entries and each key's verify answer rendered once) and the metering of
+// store calls; the store it is handed (Config.Store: bbolt or PostgreSQL,
+// opened by cmd/keygate-sidecar) only stores. A store that reports changes
+// made by other sidecars (Subscribe) invalidates the cache through
+// Server.invalidate.
+//
 // Invariants: every response is one envelope with the request id; every
 // management response (a secret's above all) has Cache-Control: no-store
 // and X-Content-Type-Options: nosniff; a failed request
@@ -52,13 +59,9 @@ type Config struct {
 	// GET /metrics there and nowhere else: the API port answers it 404.
 	// Empty: /metrics is on the API port.
 	MetricsListen string
-	// DBPath is the bbolt file (default ./data/keygate.db), used when Store
-	// is nil.
-	DBPath string
-	// StoreURL, when set (postgres://…), selects the PostgreSQL backend
-	// instead of bbolt; used when Store is nil.
-	StoreURL string
-	// Store, when set, is used instead of opening DBPath; Run closes it.
+	// Store is the key store (required): a *store.Bolt or *store.Postgres
+	// opened by the caller. The sidecar owns it from Start on: Shutdown
+	// (and a failed Start) closes it.
 	Store store.Store
 	// Scopes, when non-nil, is the catalog of allowed scope codes.
 	Scopes map[string]bool
@@ -66,10 +69,8 @@ type Config struct {
 	GatewaySecret []byte
 	// AdminToken enables direct admin access to the management API.
 	AdminToken []byte
-	// Bolt tunes the bbolt backend.
-	Bolt store.BoltOptions
-	// Cache sizes the verify cache (store.CacheOptions; default 16 MiB).
-	Cache store.CacheOptions
+	// Cache sizes the verify cache (default 16 MiB).
+	Cache CacheOptions
 	// ShutdownTimeout bounds draining on stop (default 10 s).
 	ShutdownTimeout time.Duration
 	// ReadTimeout bounds reading one request, headers and body (default
@@ -132,8 +133,11 @@ type stalenessBound interface {
 
 // Server is a running sidecar.
 type Server struct {
-	cfg   Config
-	store *store.Cached
+	cfg Config
+	// store is what every handler reads and writes through: cache, in
+	// front of the metered cfg.Store.
+	store store.Store
+	cache *cache
 	log   *slog.Logger
 	srv   *fasthttp.Server
 	ln    net.Listener
@@ -158,9 +162,6 @@ type Server struct {
 func (c *Config) defaults() error {
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8080"
-	}
-	if c.DBPath == "" {
-		c.DBPath = "./data/keygate.db"
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
@@ -189,6 +190,9 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Store == nil {
+		return errors.New("a key store is required")
+	}
 	if len(c.GatewaySecret) == 0 {
 		return errors.New("gateway secret is required (KEYGATE_GATEWAY_SECRET or --gateway-secret-file)")
 	}
@@ -204,41 +208,29 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// Start opens the store, listens and serves in the background.
+// Start puts the verify cache in front of cfg.Store, listens and serves in
+// the background. A store that reports changes made elsewhere (Subscribe)
+// invalidates the cache through it; one whose view may lag
+// (MaxStaleness) shortens the time the plugin may cache an answer.
 func Start(cfg Config) (*Server, error) {
 	if err := cfg.defaults(); err != nil {
+		if cfg.Store != nil {
+			cfg.Store.Close()
+		}
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1), seen: newSeenIDs(cfg.MaxAssertions)}
-	st := cfg.Store
-	switch {
-	case st == nil && cfg.StoreURL != "":
-		pg, err := store.OpenPostgres(context.Background(), cfg.StoreURL, store.PostgresOptions{Logger: cfg.Logger})
-		if err != nil {
-			return nil, err
-		}
-		st = pg
-	case st == nil:
-		b, err := store.OpenBolt(cfg.DBPath, cfg.Bolt)
-		if err != nil {
-			return nil, err
-		}
-		st = b
-	}
-	co := cfg.Cache
-	co.OnStore = func(d time.Duration) { s.metrics.observeDuration("lookup", d) }
-	co.Render = renderFacts
-	cached, err := store.NewCached(st, co)
+	c, err := newCache(metered{cfg.Store, s.metrics}, cfg.Cache)
 	if err != nil {
-		st.Close()
+		cfg.Store.Close()
 		return nil, err
 	}
-	if src, ok := st.(invalidationSource); ok {
-		src.Subscribe(context.Background(), cached.Invalidate) // runs until the store is closed
+	s.cache, s.store = c, c
+	if src, ok := cfg.Store.(invalidationSource); ok {
+		src.Subscribe(context.Background(), s.invalidate) // runs until the store is closed
 	}
-	s.store = cached
 	s.cacheMs = apikey.RevocationBound
-	if sb, ok := st.(stalenessBound); ok {
+	if sb, ok := cfg.Store.(stalenessBound); ok {
 		s.cacheMs = max(apikey.RevocationBound-int(sb.MaxStaleness()/time.Millisecond), 1)
 	}
 	ln, err := listen(cfg.Listen)
@@ -328,6 +320,10 @@ func listen(addr string) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// invalidate is called by the store (Subscribe) whenever a key may have
+// changed elsewhere: cached verify answers are stale from then on.
+func (s *Server) invalidate() { s.cache.invalidate() }
 
 // Addr is the listening address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }

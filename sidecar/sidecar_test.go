@@ -2,8 +2,10 @@ package sidecar_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -475,7 +477,11 @@ func TestVerify(t *testing.T) {
 
 func TestStorageFullAndUnavailable(t *testing.T) {
 	t.Parallel()
-	h := start(t, func(c *sidecar.Config) { c.Bolt.MaxSize = 192 << 10 })
+	small, err := store.OpenBolt(filepath.Join(t.TempDir(), "small.db"), store.BoltOptions{MaxSize: 192 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, func(c *sidecar.Config) { c.Store = small })
 	var full bool
 	for i := 0; i < 3000 && !full; i++ {
 		r := h.do("POST", "/web/v1/workspaces/ws_f/api-keys", "admin", fmt.Sprintf(`{"name":"%s","scopes":["a:b"]}`, strings.Repeat("x", 120)))
@@ -511,22 +517,36 @@ func TestStorageFullAndUnavailable(t *testing.T) {
 	h2.expect(h2.do("POST", "/internal/v1/verify", "Bearer "+string(gwSecret), fmt.Sprintf(`{"key":%q,"requiredScopes":["a:b"]}`, apikey.NewSecret(apikey.Live).Reveal())), envelope.Unavailable)
 }
 
+// A bad config is refused with the reason, and the store handed over is
+// closed: the sidecar owns it from Start on.
 func TestStartRefusesBadConfig(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name string
-		cfg  sidecar.Config
-		want string
+		name  string
+		cfg   sidecar.Config
+		store bool
+		want  string
 	}{
-		{"no gateway secret", sidecar.Config{Listen: "127.0.0.1:0", DBPath: t.TempDir() + "/a.db"}, "gateway secret is required"},
-		{"short gateway secret", sidecar.Config{Listen: "127.0.0.1:0", DBPath: t.TempDir() + "/b.db", GatewaySecret: []byte("short")}, "at least 16 bytes"},
-		{"admin token equal to the gateway secret", sidecar.Config{Listen: "127.0.0.1:0", DBPath: t.TempDir() + "/d.db", GatewaySecret: gwSecret, AdminToken: gwSecret}, "must differ"},
-		{"bad listen", sidecar.Config{Listen: "256.0.0.1:1", DBPath: t.TempDir() + "/c.db", GatewaySecret: gwSecret}, "listen"},
+		{"no store", sidecar.Config{Listen: "127.0.0.1:0", GatewaySecret: gwSecret}, false, "key store is required"},
+		{"no gateway secret", sidecar.Config{Listen: "127.0.0.1:0"}, true, "gateway secret is required"},
+		{"short gateway secret", sidecar.Config{Listen: "127.0.0.1:0", GatewaySecret: []byte("short")}, true, "at least 16 bytes"},
+		{"admin token equal to the gateway secret", sidecar.Config{Listen: "127.0.0.1:0", GatewaySecret: gwSecret, AdminToken: gwSecret}, true, "must differ"},
+		{"bad listen", sidecar.Config{Listen: "256.0.0.1:1", GatewaySecret: gwSecret}, true, "listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			var b *store.Bolt
+			if tc.store {
+				b = openBolt(t, filepath.Join(t.TempDir(), "k.db"))
+				tc.cfg.Store = b
+			}
 			_, err := sidecar.Start(tc.cfg)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("start: %v", err)
+			}
+			if b != nil {
+				if err := b.Ready(t.Context()); !errors.Is(err, store.ErrClosed) {
+					t.Fatalf("the store of a refused start is still open: %v", err)
+				}
 			}
 		})
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 // usage records lastUsedAt off the verify path. Each cached lookup carries
-// the last minute its use was marked (store.Entry.MarkUsed); only the first
+// the last minute its use was marked (entry.markUsed); only the first
 // allowed use of an entry in a minute sends a mark here (a non-blocking
 // send: when the queue is full the mark is given back and retried on the
 // next use). So the hot path touches no map of ours, and the marks of a
@@ -37,18 +37,18 @@ func newUsage(st store.Store, every time.Duration, log *slog.Logger) *usage {
 }
 
 // used records an allowed use of e's key at now (Unix seconds).
-func (u *usage) used(e *store.Entry, now int64) {
+func (u *usage) used(e *entry, now int64) {
 	minute := now / 60
-	prev, first := e.MarkUsed(minute)
+	prev, first := e.markUsed(minute)
 	if !first {
 		return
 	}
 	select {
 	// A copy of the id: the entry's is part of the string that holds its
 	// whole answer, which a mark pending while the store fails would keep.
-	case u.queue <- mark{strings.Clone(e.Facts.APIKeyID), now}:
+	case u.queue <- mark{strings.Clone(e.facts.APIKeyID), now}:
 	default:
-		e.UnmarkUsed(minute, prev) // queue full: try again on the next use
+		e.unmarkUsed(minute, prev) // queue full: try again on the next use
 	}
 }
 

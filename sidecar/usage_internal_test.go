@@ -22,7 +22,7 @@ func TestUsageFlushesFullBatchBeforeTick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := store.NewCached(b, store.CacheOptions{})
+	c, err := newCache(b, CacheOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestUsageFlushesFullBatchBeforeTick(t *testing.T) {
 	u := newUsage(c, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer u.close()
 	for _, bk := range bulk {
-		e, err := c.Find(t.Context(), bk.SecretHash)
+		e, err := c.find(t.Context(), bk.SecretHash)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -55,7 +55,7 @@ func TestLastUsedAtFlushedOnShutdown(t *testing.T) {
 	if err := h.srv.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	h2 := start(t, func(c *sidecar.Config) { c.DBPath = h.db })
+	h2 := start(t, func(c *sidecar.Config) { c.Store = openBolt(t, h.db) })
 	var got keyObj
 	h2.do("GET", "/web/v1/workspaces/ws_u/api-keys/"+k.APIKeyID, "admin", "").data(t, &got)
 	if got.LastUsedAt == nil {

@@ -47,7 +47,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 	}
 	var facts *apikey.Facts
 	if e != nil {
-		facts = &e.Facts
+		facts = &e.facts
 	}
 	d := apikey.Decide(facts, &r)
 	if d == apikey.Allow {
@@ -58,7 +58,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 	}
 	var factsJSON string
 	if d != apikey.DenyInvalid {
-		factsJSON = e.Rendered
+		factsJSON = e.rendered
 	}
 	var buf [512]byte
 	replyAt(ctx, now, rid, envelope.OK, "", appendVerifyData(buf[:0], d, factsJSON, s.cacheMs))
@@ -228,7 +228,7 @@ const (
 )
 
 // appendVerifyData appends the data of a verify answer: the decision, the
-// key's facts as renderFacts wrote them (none when the key is not valid)
+// key's facts as appendFacts wrote them (none when the key is not valid)
 // and cacheMs.
 func appendVerifyData(b []byte, d apikey.Decision, factsJSON string, cacheMs int) []byte {
 	if d == apikey.Allow {
@@ -244,11 +244,10 @@ func appendVerifyData(b []byte, d apikey.Decision, factsJSON string, cacheMs int
 	return append(b, '}')
 }
 
-// renderFacts writes the facts members of a verify answer (each preceded
-// by a comma); the cache renders them once, when it reads a key from the
-// store (store.CacheOptions.Render), so a hit does not write them again.
-func renderFacts(f *apikey.Facts) []byte {
-	b := make([]byte, 0, 128+32*len(f.IPWhitelist))
+// appendFacts appends the facts members of a verify answer (each preceded
+// by a comma); the verify cache renders them once, when it reads a key from
+// the store (newEntry), so a hit does not write them again.
+func appendFacts(b []byte, f *apikey.Facts) []byte {
 	b = append(b, `,"apiKeyId":`...)
 	b = envelope.AppendString(b, f.APIKeyID)
 	b = append(b, `,"workspaceId":`...)
@@ -288,11 +287,11 @@ func renderFacts(f *apikey.Facts) []byte {
 // malformed or unknown. A bad checksum never reaches the store. The store
 // call has no deadline of ours: a cache hit needs none, bbolt reads do not
 // block, and the PostgreSQL store bounds calls without one itself.
-func (s *Server) lookup(key []byte) (*store.Entry, error) {
+func (s *Server) lookup(key []byte) (*entry, error) {
 	if _, ok := apikey.ParseSecret(key); !ok {
 		return nil, nil
 	}
-	e, err := s.store.Find(context.Background(), apikey.Hash(key))
+	e, err := s.cache.find(context.Background(), apikey.Hash(key))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}

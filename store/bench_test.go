@@ -91,51 +91,19 @@ func request() *apikey.Request {
 		AllowedModes: apikey.ModesOf(apikey.Live), ClientIP: netip.MustParseAddr("10.9.200.1")}
 }
 
-// BenchmarkVerify: docs/CONTRACT.md §10.5 targets hit ≤ 0.5 µs/op, 0 allocs; miss ≤ 10 µs/op.
+// BenchmarkVerify is a verification the verify cache misses, read from
+// bbolt: docs/CONTRACT.md §10.5 targets ≤ 10 µs/op. The cache's hits are
+// measured beside the cache (sidecar's BenchmarkVerify).
 func BenchmarkVerify(b *testing.B) {
 	const keys = 10_000
-	bolt := benchStore(b, store.BoltOptions{})
-	c, err := store.NewCached(bolt, store.CacheOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	secrets := adjacent(fill(b, c, keys))
+	db := benchStore(b, store.BoltOptions{})
+	secrets := adjacent(fill(b, db, keys))
 	r := request()
-	for range 2 { // the second pass puts every key in the table of hot entries
-		for _, s := range secrets {
-			verify(c, s, r)
-		}
-		c.Wait()
-	}
-	b.Run("hit", func(b *testing.B) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if verify(c, secrets[i%keys], r) != apikey.Allow {
-				b.Fatal("deny")
-			}
-			i++
-		}
-	})
-	b.Run("hit-parallel", func(b *testing.B) {
-		b.ReportAllocs()
-		var n atomic.Uint64
-		b.RunParallel(func(pb *testing.PB) {
-			i := int(n.Add(1) * 7919)
-			for pb.Next() {
-				if verify(c, secrets[i%keys], r) != apikey.Allow {
-					b.Error("deny")
-					return
-				}
-				i++
-			}
-		})
-	})
 	b.Run("miss-bbolt", func(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			if verify(bolt, secrets[i%keys], r) != apikey.Allow {
+			if verify(db, secrets[i%keys], r) != apikey.Allow {
 				b.Fatal("deny")
 			}
 			i++
@@ -145,7 +113,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.ReportAllocs()
 		unknown := apikey.NewSecret(apikey.Live).Reveal()
 		for b.Loop() {
-			if verify(c, unknown, r) != apikey.DenyInvalid {
+			if verify(db, unknown, r) != apikey.DenyInvalid {
 				b.Fatal("allow")
 			}
 		}

@@ -30,17 +30,6 @@ func TestBoltConformance(t *testing.T) {
 	storetest.Exercise(t, func(t *testing.T) store.Store { return openBolt(t) })
 }
 
-func TestCachedConformance(t *testing.T) {
-	t.Parallel()
-	storetest.Exercise(t, func(t *testing.T) store.Store {
-		c, err := store.NewCached(openBolt(t), store.CacheOptions{NumCounters: 1000, MaxCost: 1 << 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	})
-}
-
 func TestBoltLockedByAnotherHandle(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "keygate.db")
@@ -88,47 +77,6 @@ func TestBoltMaxSizeIsFull(t *testing.T) {
 	}
 }
 
-// A revoke racing a cache fill: the fill read before the revoke must not
-// make the revoked key valid again.
-func TestCachedNoResurrection(t *testing.T) {
-	t.Parallel()
-	c, err := store.NewCached(openBolt(t), store.CacheOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx := context.Background()
-	for i := range 50 {
-		secret := apikey.NewSecret(apikey.Live)
-		k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "n", Scopes: []string{}, IPWhitelist: []string{}}
-		if err := c.Create(ctx, k, apikey.Hash(string(secret)), store.Event{EventID: "e" + k.ID, Action: store.ActionCreated}); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for range 20 {
-				c.Lookup(ctx, apikey.Hash(string(secret)))
-			}
-		}()
-		if _, err := c.Revoke(ctx, "ws", k.ID, 1, store.Event{EventID: "r" + k.ID, Action: store.ActionRevoked}); err != nil {
-			t.Fatal(err)
-		}
-		for range 5 {
-			f, err := c.Lookup(ctx, apikey.Hash(string(secret)))
-			if err != nil || !f.Revoked {
-				t.Fatalf("round %d: revoked key looked up as %+v, %v", i, f, err)
-			}
-			time.Sleep(time.Millisecond)
-		}
-		<-done
-		f, _ := c.Lookup(ctx, apikey.Hash(string(secret)))
-		if !f.Revoked {
-			t.Fatalf("round %d: resurrected after fills settled", i)
-		}
-	}
-}
-
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 // Key records written before hashes were stored as base64 (an array of 32
@@ -159,59 +107,5 @@ func TestSecretHashReadsBothForms(t *testing.T) {
 	var bad store.SecretRef
 	if err := json.Unmarshal([]byte(`{"h":"c2hvcnQ="}`), &bad); err == nil {
 		t.Fatal("short hash accepted")
-	}
-}
-
-// A cache entry's use mark is claimed once a period and can be given back;
-// its facts are rendered once, when they are read from the store.
-func TestCachedEntryMarksAndRendered(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := openBolt(t)
-	renders := 0
-	render := func(f *apikey.Facts) []byte { renders++; return []byte(f.APIKeyID) }
-	c, err := store.NewCached(b, store.CacheOptions{Render: render})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "k", Mode: apikey.Live, Scopes: []string{"a:b"}, CreatedAt: 1}
-	h := apikey.Hash("entry test secret")
-	if err := c.Create(ctx, k, h, store.Event{EventID: "e", Action: store.ActionCreated}); err != nil {
-		t.Fatal(err)
-	}
-	e, err := c.Find(ctx, h)
-	if err != nil || e.Facts.APIKeyID != k.ID {
-		t.Fatalf("find: %+v %v", e, err)
-	}
-	if prev, first := e.MarkUsed(10); !first || prev != 0 {
-		t.Fatalf("first mark: %d %v", prev, first)
-	}
-	if _, first := e.MarkUsed(10); first {
-		t.Fatal("same period marked twice")
-	}
-	if _, first := e.MarkUsed(9); first {
-		t.Fatal("an earlier period marked")
-	}
-	e.UnmarkUsed(10, 0) // the caller could not record it
-	if prev, first := e.MarkUsed(10); !first || prev != 0 {
-		t.Fatalf("after unmark: %d %v", prev, first)
-	}
-	e.MarkUsed(11)
-	e.UnmarkUsed(10, 0) // a later period was claimed since: stays
-	if _, first := e.MarkUsed(11); first {
-		t.Fatal("unmark of an older period undid a later one")
-	}
-	if got := e.Rendered; got != k.ID || renders != 1 {
-		t.Fatalf("rendered %q, %d times", got, renders)
-	}
-	c.Wait()
-	for range 3 { // hits: the same entry, not rendered again
-		if hit, err := c.Find(ctx, h); err != nil || hit != e || hit.Rendered != k.ID {
-			t.Fatalf("hit: %p %v, want %p", hit, err, e)
-		}
-	}
-	if renders != 1 {
-		t.Fatalf("rendered %d times", renders)
 	}
 }

@@ -82,7 +82,7 @@ type PostgresOptions struct {
 // pg_notify('keygate_invalidate', key id) in its transaction, so the
 // notification is sent if and only if the change commits. Subscribe keeps a
 // dedicated connection LISTENing on that channel and calls its callback (the
-// sidecar passes Cached.Invalidate):
+// sidecar passes its verify cache's invalidate):
 //
 //   - on every notification, as it is read;
 //   - once after every successful (re)connect and LISTEN, because
@@ -99,8 +99,9 @@ type PostgresOptions struct {
 // callback. The lease anchor is that t; when it is more than 600 ms old the
 // watchdog calls the callback every 100 ms, until a ping succeeds again.
 // Hence, for a change committed at R, the callback runs at some time in
-// [R, R+0.7 s] on every node (plus scheduling delay), and a Cached entry
-// filled before that call is a miss afterwards (Cached's generation check);
+// [R, R+0.7 s] on every node (plus scheduling delay), and a cache entry
+// filled before that call is a miss afterwards (the sidecar cache's
+// generation check);
 // entries filled after it read the change. While the lease is out the cache
 // is effectively bypassed: lookups go to the database and fail closed with
 // ErrUnavailable when it is down. So when PostgreSQL goes away, cached keys

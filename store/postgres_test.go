@@ -42,18 +42,6 @@ func TestPostgresConformance(t *testing.T) {
 	storetest.Exercise(t, func(t *testing.T) store.Store { return openPostgres(t, freshDB(t)) })
 }
 
-func TestPostgresCachedConformance(t *testing.T) {
-	t.Parallel()
-	pgAdminURL(t)
-	storetest.Exercise(t, func(t *testing.T) store.Store {
-		c, err := store.NewCached(openPostgres(t, freshDB(t)), store.CacheOptions{NumCounters: 1000, MaxCost: 1 << 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	})
-}
-
 // Several sidecars starting at once on an empty database: every one opens,
 // each migration is applied exactly once.
 func TestPostgresConcurrentMigration(t *testing.T) {
@@ -245,24 +233,21 @@ func TestPostgresRollWindowsMatchBolt(t *testing.T) {
 	}
 }
 
-// Two stores on one database: a revoke through one invalidates the other's
-// cache through LISTEN/NOTIFY, well within the 1 s bound.
+// Two stores on one database: a revoke through one reaches the other's
+// Subscribe callback through LISTEN/NOTIFY well within the 1 s bound, and
+// the other reads the key revoked by then (the sidecar's cache test wires
+// the callback to its cache).
 func TestPostgresNotifyInvalidates(t *testing.T) {
 	t.Parallel()
 	dsn := freshDB(t)
 	a := openPostgres(t, dsn)
 	defer a.Close()
 	b := openPostgres(t, dsn)
-	cb, err := store.NewCached(b, store.CacheOptions{NumCounters: 1000, MaxCost: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cb.Close()
+	defer b.Close()
 	var calls atomic.Int64
 	subscribed := make(chan struct{}, 1)
 	b.Subscribe(context.Background(), func() {
 		calls.Add(1)
-		cb.Invalidate()
 		select {
 		case subscribed <- struct{}{}:
 		default:
@@ -275,29 +260,22 @@ func TestPostgresNotifyInvalidates(t *testing.T) {
 	if err := a.Create(ctx, k, apikey.Hash(secret), store.Event{EventID: "c", Action: store.ActionCreated}); err != nil {
 		t.Fatal(err)
 	}
-	if f, err := cb.Lookup(ctx, apikey.Hash(secret)); err != nil || f.Revoked {
-		t.Fatalf("lookup on b: %+v %v", f, err)
-	}
-	cb.Wait()
+	time.Sleep(100 * time.Millisecond) // the create's own notification, if any, arrives
 	before := calls.Load()
 	revoked := time.Now()
 	if _, err := a.Revoke(ctx, "ws", k.ID, revoked.Unix(), store.Event{EventID: "r", Action: store.ActionRevoked}); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		f, err := cb.Lookup(ctx, apikey.Hash(secret))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f.Revoked {
-			break
-		}
+	for calls.Load() == before {
 		if time.Since(revoked) > time.Second {
-			t.Fatal("revoked key still served from b's cache after 1 s")
+			t.Fatal("no invalidation on b within 1 s of a revoke on a")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Logf("b saw the revoke after %s (%d invalidations)", time.Since(revoked), calls.Load()-before)
+	t.Logf("b was told of the revoke after %s", time.Since(revoked))
+	if f, err := b.Lookup(ctx, apikey.Hash(secret)); err != nil || !f.Revoked {
+		t.Fatalf("lookup on b after the invalidation: %+v %v", f, err)
+	}
 	// In steady state the watchdog stays quiet: only notifications invalidate.
 	n := calls.Load()
 	time.Sleep(time.Second)
@@ -368,128 +346,5 @@ func TestPostgresClosedAndUnavailable(t *testing.T) {
 	}
 	if err := p.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
-	}
-}
-
-// The revocation bound when this node cannot hear PostgreSQL: a silent
-// partition (no error, no notification) and then the database going down.
-// A key revoked elsewhere is served from this node's cache for less than
-// 1 s, then lookups fail closed; both heal by themselves.
-func TestPostgresBoundWhenDatabaseUnreachable(t *testing.T) {
-	t.Parallel()
-	dsn := freshDB(t)
-	a := openPostgres(t, dsn)
-	defer a.Close()
-	proxy, viaProxy := storetest.NewPGProxy(t, dsn)
-	b, err := store.OpenPostgres(context.Background(), viaProxy, store.PostgresOptions{OpTimeout: 300 * time.Millisecond, ConnectTimeout: 300 * time.Millisecond, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cb, err := store.NewCached(b, store.CacheOptions{NumCounters: 1000, MaxCost: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cb.Close()
-	var invalidations atomic.Int64
-	b.Subscribe(context.Background(), func() {
-		invalidations.Add(1)
-		cb.Invalidate()
-	})
-	ctx := context.Background()
-	// settle waits until the listener is subscribed and its lease fresh: no
-	// invalidation for 400 ms.
-	settle := func() {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for n := invalidations.Load(); ; {
-			time.Sleep(400 * time.Millisecond)
-			m := invalidations.Load()
-			if m == n && m > 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("listener never settled")
-			}
-			n = m
-		}
-	}
-	newKey := func() ([32]byte, string) {
-		t.Helper()
-		settle()
-		secret := apikey.NewSecret(apikey.Live).Reveal()
-		k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "n", Scopes: []string{}, IPWhitelist: []string{}, CreatedAt: time.Now().Unix()}
-		if err := a.Create(ctx, k, apikey.Hash(secret), store.Event{EventID: "c" + k.ID, Action: store.ActionCreated}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cb.Lookup(ctx, apikey.Hash(secret)); err != nil {
-			t.Fatal(err)
-		}
-		cb.Wait()
-		return apikey.Hash(secret), k.ID
-	}
-	// servedFor revokes the key through a and reports how long b still
-	// allowed it.
-	servedFor := func(h [32]byte, id string) time.Duration {
-		t.Helper()
-		if f, err := cb.Lookup(ctx, h); err != nil || f.Revoked {
-			t.Fatalf("cached key before the revoke: %+v %v", f, err)
-		}
-		if _, err := a.Revoke(ctx, "ws", id, time.Now().Unix(), store.Event{EventID: "r" + id, Action: store.ActionRevoked}); err != nil {
-			t.Fatal(err)
-		}
-		revoked := time.Now()
-		var last time.Duration
-		for time.Since(revoked) < 1500*time.Millisecond {
-			f, err := cb.Lookup(ctx, h)
-			if err == nil && !f.Revoked {
-				last = time.Since(revoked)
-			} else if err != nil && !errors.Is(err, store.ErrUnavailable) {
-				t.Fatalf("lookup: %v", err)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if last > time.Second {
-			t.Fatalf("revoked key served %s after the revoke", last)
-		}
-		return last
-	}
-
-	h, id := newKey()
-	proxy.SetFrozen(true)
-	t.Logf("partitioned: revoked key served for %s", servedFor(h, id))
-	if err := b.Ready(ctx); err == nil {
-		t.Error("ready while partitioned")
-	}
-	proxy.SetFrozen(false)
-	waitRevoked := func(h [32]byte) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			f, err := cb.Lookup(ctx, h)
-			if err == nil && f.Revoked {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no recovery: %+v %v", f, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitRevoked(h)
-
-	h, id = newKey()
-	proxy.SetDown(true)
-	t.Logf("database down: revoked key served for %s", servedFor(h, id))
-	if err := b.Ready(ctx); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("ready while down: %v", err)
-	}
-	k := &store.Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Name: "n", Scopes: []string{}, IPWhitelist: []string{}}
-	if err := b.Create(ctx, k, apikey.Hash("x"), store.Event{EventID: "c", Action: store.ActionCreated}); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("create while down: %v", err)
-	}
-	proxy.SetDown(false)
-	waitRevoked(h)
-	if err := b.Ready(ctx); err != nil {
-		t.Errorf("ready after recovery: %v", err)
 	}
 }

@@ -1,9 +1,9 @@
-// Package store keeps workspace API keys and their audit trail.
+// Package store stores workspace API keys and their audit trail.
 //
-// The Store interface is what the sidecar needs of a backend; Bolt is the
-// embedded default (one bbolt file) and Cached puts a ristretto cache in
-// front of Lookup for verification. storetest.Exercise is the conformance
-// suite every backend must pass.
+// The Store interface is what the sidecar needs of a backend: Bolt is the
+// embedded default (one bbolt file), Postgres the backend several sidecars
+// share. storetest.Exercise is the conformance suite every backend must
+// pass.
 //
 // Invariants:
 //   - Only SHA-256 hashes of secrets are stored; a secret never reaches this
@@ -12,11 +12,9 @@
 //     fsyncs on commit), and the audit event of a change is written in the
 //     same transaction as the change.
 //   - A failed write stores nothing.
-//   - Cached never answers Lookup from an entry older than the last
-//     revoke/roll it has seen (generation check), so a late cache fill cannot
-//     resurrect a revoked key or a rolled-out secret.
 //
-// This package knows nothing of HTTP or of the API's codes.
+// This package stores keys and knows nothing of HTTP or of the API's codes:
+// caching verify answers, metering and serving are the sidecar's.
 package store
 
 import (

@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,91 +104,4 @@ func readLines(tb testing.TB, path string) []string {
 		out = append(out, sc.Text())
 	}
 	return out
-}
-
-// BenchmarkVerifyStore is store's BenchmarkVerify (format check, hash,
-// lookup, decision with a 10-entry CIDR scan) on a store made by keygen,
-// to compare 10,000 with 1,000,000 keys (bench/scale.sh). It runs only
-// with KEYGATE_BENCH_DB and KEYGATE_BENCH_SECRETS set:
-//
-//	hit          a cached key of the first 10,000 (Cached, warmed)
-//	miss-bbolt   a random key of all, read from bbolt (no cache)
-//	spread       a random key of all through the cache (what the sidecar does)
-func BenchmarkVerifyStore(b *testing.B) {
-	db, secretsFile := os.Getenv("KEYGATE_BENCH_DB"), os.Getenv("KEYGATE_BENCH_SECRETS")
-	if db == "" || secretsFile == "" {
-		b.Skip("KEYGATE_BENCH_DB and KEYGATE_BENCH_SECRETS name a store made by keygen (bench/scale.sh)")
-	}
-	secrets := readLines(b, secretsFile)
-	bolt, err := store.OpenBolt(db, store.BoltOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bolt.Close()
-	c, err := store.NewCached(bolt, store.CacheOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := &apikey.Request{Now: time.Now().Unix(), RequiredScopes: []string{"payment:write"},
-		AllowedModes: apikey.ModesOf(apikey.Live), ClientIP: netip.MustParseAddr("10.9.200.1")}
-	hot := secrets[:min(len(secrets), 10_000)]
-	for range 2 {
-		for _, s := range hot {
-			verify(c, s, r)
-		}
-		c.Wait()
-	}
-	b.Logf("%d keys in %s", len(secrets), db)
-	b.Run("hit", func(b *testing.B) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if verify(c, hot[i%len(hot)], r) != apikey.Allow {
-				b.Fatal("deny")
-			}
-			i++
-		}
-	})
-	b.Run("hit-parallel", func(b *testing.B) {
-		b.ReportAllocs()
-		var n atomic.Uint64
-		b.RunParallel(func(pb *testing.PB) {
-			i := int(n.Add(1) * 7919)
-			for pb.Next() {
-				if verify(c, hot[i%len(hot)], r) != apikey.Allow {
-					b.Error("deny")
-					return
-				}
-				i++
-			}
-		})
-	})
-	rng := rand.New(rand.NewPCG(1, 2))
-	b.Run("miss-bbolt", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if verify(bolt, secrets[rng.IntN(len(secrets))], r) != apikey.Allow {
-				b.Fatal("deny")
-			}
-		}
-	})
-	b.Run("spread", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if verify(c, secrets[rng.IntN(len(secrets))], r) != apikey.Allow {
-				b.Fatal("deny")
-			}
-		}
-	})
-}
-
-func verify(s store.Store, secret string, r *apikey.Request) apikey.Decision {
-	if _, ok := apikey.ParseSecret(secret); !ok {
-		return apikey.DenyInvalid
-	}
-	f, err := s.Lookup(context.Background(), apikey.Hash(secret))
-	if err != nil {
-		return apikey.DenyInvalid
-	}
-	return apikey.Decide(f, r)
 }

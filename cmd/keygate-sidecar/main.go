@@ -74,8 +74,8 @@ func run() error {
 	if *cacheMB < 1 || *cacheMB > 1<<20 {
 		return errors.New("--cache-mb must be from 1 to 1048576")
 	}
-	cfg := sidecar.Config{Listen: *listen, MetricsListen: *metricsListen, DBPath: *db, StoreURL: *storeURL, GatewaySecret: gw, AdminToken: admin, Logger: log,
-		UsageFlushInterval: *usageFlush, Cache: store.CacheOptions{MaxCost: int64(*cacheMB) << 20}}
+	cfg := sidecar.Config{Listen: *listen, MetricsListen: *metricsListen, GatewaySecret: gw, AdminToken: admin, Logger: log,
+		UsageFlushInterval: *usageFlush, Cache: sidecar.CacheOptions{MaxCost: int64(*cacheMB) << 20}}
 	if *scopesFile != "" {
 		if cfg.Scopes, err = sidecar.LoadScopes(*scopesFile); err != nil {
 			return err
@@ -86,11 +86,23 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := sidecar.Run(ctx, cfg); err != nil {
+	if cfg.Store, err = openStore(*db, *storeURL, log); err != nil {
+		return err
+	}
+	if err := sidecar.Run(ctx, cfg); err != nil { // closes the store
 		return err
 	}
 	log.Info("sidecar stopped")
 	return nil
+}
+
+// openStore opens the key store: PostgreSQL when url is set, else the
+// bbolt file at db.
+func openStore(db, url string, log *slog.Logger) (store.Store, error) {
+	if url != "" {
+		return store.OpenPostgres(context.Background(), url, store.PostgresOptions{Logger: log})
+	}
+	return store.OpenBolt(db, store.BoltOptions{})
 }
 
 // secret reads a secret from file (when named) or the environment; a file's

@@ -92,7 +92,9 @@ services:
 YML
 mkdir -p "$WORK/kong"
 : >"$WORK/kongemu.log"
-$(server_cpu) "$BIN/kongemu" --config "$WORK/kong.yml" --plugin "$BIN/keygate" --listen 127.0.0.1:0 \
+# As on a real node, the plugin sees only the variables nginx_main_env lists.
+echo 'nginx_main_env = KEYGATE_GATEWAY_SECRET' >"$WORK/kong.conf"
+$(server_cpu) "$BIN/kongemu" --config "$WORK/kong.yml" --conf "$WORK/kong.conf" --plugin "$BIN/keygate" --listen 127.0.0.1:0 \
   --prefix "$WORK/kong" --expose-pdk-calls 2>>"$WORK/kongemu.log" &
 KONGEMU_PID=$!
 PIDS+=("$KONGEMU_PID")

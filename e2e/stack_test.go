@@ -165,8 +165,21 @@ func newStack(repo string) (s *stack, err error) {
 	if _, err := s.start("upstream", "upstream", "--listen", upstreamAddr); err != nil {
 		return nil, err
 	}
-	if s.kongemu, err = s.start("kongemu", "kongemu", "--config", filepath.Join(dir, "kong.yml"), "--plugin", filepath.Join(dir, "bin", "keygate"),
-		"--listen", gatewayAddr, "--trusted-ips", "127.0.0.1", "--real-ip-header", "X-Forwarded-For", "--prefix", dir, "--expose-pdk-calls"); err != nil {
+	// kong/kong.conf as an operator adapts it to this node: the binary's
+	// path, a prefix of its own, and the local client trusted as a proxy
+	// so that tests can set the client address with X-Forwarded-For.
+	conf, err := os.ReadFile(filepath.Join(repo, "kong", "kong.conf"))
+	if err != nil {
+		return nil, err
+	}
+	conf = bytes.ReplaceAll(conf, []byte("/usr/local/bin/keygate"), []byte(filepath.Join(dir, "bin", "keygate")))
+	conf = bytes.ReplaceAll(conf, []byte("/usr/local/kong"), []byte(dir))
+	conf = append(conf, "\ntrusted_ips = 127.0.0.1\nreal_ip_header = X-Forwarded-For\n"...)
+	if err := os.WriteFile(filepath.Join(dir, "kong.conf"), conf, 0o600); err != nil {
+		return nil, err
+	}
+	if s.kongemu, err = s.start("kongemu", "kongemu", "--config", filepath.Join(dir, "kong.yml"), "--conf", filepath.Join(dir, "kong.conf"),
+		"--listen", gatewayAddr, "--prefix", dir, "--expose-pdk-calls"); err != nil {
 		return nil, err
 	}
 	for _, u := range []string{s.sidecarURL + "/readyz", "http://" + upstreamAddr + "/", s.gateway + "/"} {

@@ -59,7 +59,8 @@ func startMain(t *testing.T) (*emu, *upstream) {
 	t.Helper()
 	up := newUpstream(t)
 	yml := fill(mainYAML, "UPSTREAM", up.URL, "DEAD", freePort(t))
-	e := startEmu(t, yml, nil)
+	// log_level info: TestProxy reads the plugin's kong.log.info line.
+	e := startEmu(t, yml, func(c *Config) { c.Kong = kongConf(t, "log_level = info") })
 	return e, up
 }
 
@@ -319,7 +320,7 @@ plugins:
 			{hdr: map[string]string{"X-Forwarded-For": "1.2.3.4"}, wantIP: "127.0.0.1"},
 		}},
 		{name: "trusted peer, not recursive", mod: func(c *Config) {
-			c.TrustedIPs, _ = ParseTrustedIPs("127.0.0.1,10.0.0.0/8")
+			c.Kong = kongConf(t, "trusted_ips = 127.0.0.1,10.0.0.0/8\nreal_ip_header = X-Forwarded-For")
 		}, reqs: []req{
 			{hdr: map[string]string{"X-Forwarded-For": "1.2.3.4, 10.0.0.5"}, wantIP: "10.0.0.5", wantPort: "0"},
 			{hdr: map[string]string{"X-Forwarded-For": "1.2.3.4:5555"}, wantIP: "1.2.3.4", wantPort: "5555"},
@@ -327,22 +328,26 @@ plugins:
 			{hdr: map[string]string{"X-Forwarded-For": "garbage"}, wantIP: "127.0.0.1"},
 		}},
 		{name: "trusted peer, recursive", mod: func(c *Config) {
-			c.TrustedIPs, _ = ParseTrustedIPs("127.0.0.1,10.0.0.0/8")
-			c.RealIPRecursive = true
+			c.Kong = kongConf(t, "trusted_ips = 127.0.0.1,10.0.0.0/8\nreal_ip_header = X-Forwarded-For\nreal_ip_recursive = on")
 		}, reqs: []req{
 			{hdr: map[string]string{"X-Forwarded-For": "1.2.3.4, 10.0.0.5"}, wantIP: "1.2.3.4"},
 			{hdr: map[string]string{"X-Forwarded-For": "8.8.8.8, 1.2.3.4, 10.0.0.5, 10.0.0.6"}, wantIP: "1.2.3.4"},
 			{hdr: map[string]string{"X-Forwarded-For": "10.0.0.7, 10.0.0.5"}, wantIP: "10.0.0.7"},
 			{hdr: map[string]string{"X-Forwarded-For": "2001:db8::1, 10.0.0.5"}, wantIP: "2001:db8::1"},
 		}},
-		{name: "X-Real-IP header", mod: func(c *Config) {
-			c.TrustedIPs, _ = ParseTrustedIPs("127.0.0.0/8")
-			c.RealIPHeader = "X-Real-IP"
+		{name: "X-Real-IP is Kong's default header", mod: func(c *Config) {
+			c.Kong = kongConf(t, "trusted_ips = 127.0.0.0/8")
 		}, reqs: []req{
 			{hdr: map[string]string{"X-Real-IP": "5.6.7.8", "X-Forwarded-For": "1.2.3.4"}, wantIP: "5.6.7.8"},
+			{hdr: map[string]string{"X-Forwarded-For": "1.2.3.4"}, wantIP: "127.0.0.1"},
+		}},
+		{name: "a custom header", mod: func(c *Config) {
+			c.Kong = kongConf(t, "trusted_ips = 127.0.0.0/8\nreal_ip_header = CF-Connecting-IP")
+		}, reqs: []req{
+			{hdr: map[string]string{"CF-Connecting-IP": "5.6.7.9", "X-Real-IP": "1.2.3.4"}, wantIP: "5.6.7.9"},
 		}},
 		{name: "peer not in trusted list", mod: func(c *Config) {
-			c.TrustedIPs, _ = ParseTrustedIPs("10.0.0.0/8")
+			c.Kong = kongConf(t, "trusted_ips = 10.0.0.0/8\nreal_ip_header = X-Forwarded-For")
 		}, reqs: []req{
 			{hdr: map[string]string{"X-Forwarded-For": "1.2.3.4"}, wantIP: "127.0.0.1"},
 		}},
@@ -390,7 +395,7 @@ func TestIPv6Peer(t *testing.T) {
 	yml := fill(oneRouteYAML, "UPSTREAM", up.URL)
 	e := startEmu(t, yml, func(c *Config) {
 		c.Listener = ln
-		c.TrustedIPs, _ = ParseTrustedIPs("::1/128")
+		c.Kong = kongConf(t, "trusted_ips = ::1/128\nreal_ip_header = X-Forwarded-For")
 	})
 	res := e.do(t, "GET", "/", map[string]string{"X-Test-Mode": "ips", "X-Forwarded-For": "2001:db8::7"})
 	if res.echo == nil {
@@ -416,7 +421,8 @@ services:
   routes: [{name: r, paths: [/]}]
   plugins: [{name: testplugin, config: {tag: t1}}]
 `, "UPSTREAM", up.URL)
-	e := startEmu(t, yml, nil)
+	// log_level info: the plugin's own output is logged at INFO.
+	e := startEmu(t, yml, func(c *Config) { c.Kong = kongConf(t, "log_level = info") })
 	pid := func() int {
 		t.Helper()
 		res := e.do(t, "GET", "/", map[string]string{"X-Test-Mode": "pid"})
@@ -444,7 +450,7 @@ services:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(e.logs.String(), "plugin server exited") {
+	if !strings.Contains(e.logs.String(), "external pluginserver 'testplugin' terminated") {
 		t.Errorf("exit not logged")
 	}
 	if !strings.Contains(e.logs.String(), fmt.Sprintf("[testplugin:%d]", first)) {
@@ -515,14 +521,18 @@ services:
 		name    string
 		yml     string
 		plugin  string
+		conf    string
 		wantErr string
 	}{
 		{name: "unknown plugin name", yml: good + "plugins: [{name: rate-limiting}]\n", wantErr: `plugin "rate-limiting" is not supported`},
 		{name: "unknown config field", yml: good + "plugins: [{name: testplugin, config: {nope: 1}}]\n", wantErr: "config.nope: unknown field"},
 		{name: "unsupported route key", yml: fill(good, "paths: [/]", "paths: [/], hosts: [a.example]"), wantErr: "hosts"},
 		{name: "wrong protocol in dump", yml: good, plugin: badDump, wantErr: "MsgPack:2"},
-		{name: "dump name differs from binary", yml: good, plugin: alias, wantErr: "differs from the binary name"},
-		{name: "missing plugin binary", yml: good, plugin: filepath.Join(dir, "nope"), wantErr: "-dump"},
+		{name: "missing plugin binary", yml: good, plugin: filepath.Join(dir, "nope"), wantErr: "query command"},
+		{name: "plugin not in plugins", yml: good, conf: "pluginserver_names = alias\npluginserver_alias_start_cmd = ALIAS\npluginserver_alias_query_cmd = ALIAS -dump",
+			wantErr: "plugin \"testplugin\" not enabled"},
+		{name: "no query command", yml: good, conf: "plugins = bundled,x\npluginserver_names = x-y\npluginserver_x_y_start_cmd = ALIAS",
+			wantErr: "query_command undefined for pluginserver x-y"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -530,6 +540,10 @@ services:
 			_, err := tryStartEmu(t, tc.yml, func(c *Config) {
 				if tc.plugin != "" {
 					c.PluginPath = tc.plugin
+				}
+				if tc.conf != "" {
+					c.PluginPath = ""
+					c.Kong = kongConf(t, strings.ReplaceAll(tc.conf, "ALIAS", alias))
 				}
 			})
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {

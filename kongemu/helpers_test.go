@@ -155,7 +155,9 @@ func tryStartEmu(t *testing.T, yml string, mod func(*Config)) (*emu, error) {
 	case err := <-ready:
 		if err != nil {
 			cancel()
-			<-done
+			if rerr := <-done; rerr != nil {
+				return e, fmt.Errorf("Run returned early: %v", rerr)
+			}
 			return e, err
 		}
 	}
@@ -215,6 +217,16 @@ func doReq(t *testing.T, c *http.Client, req *http.Request) result {
 		}
 	}
 	return res
+}
+
+// kongConf parses kong.conf text, as an operator would write it.
+func kongConf(t *testing.T, text string) *KongConf {
+	t.Helper()
+	c, err := ParseKongConf([]byte(text), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func fill(tmpl string, kv ...string) string {

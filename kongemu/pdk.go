@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -300,7 +299,12 @@ func (st *reqState) readBody() ([]byte, error) {
 	return st.body, st.bodyErr
 }
 
-func (st *reqState) logPlugin(level slog.Level, args *structpb.ListValue) {
+// logPlugin is a kong.log.* call: Kong's error log at that level, with
+// the plugin's namespace, filtered by log_level (kong/pdk/log.lua).
+func (st *reqState) logPlugin(level LogLevel, args *structpb.ListValue) {
+	if !st.s.klog.enabled(level) {
+		return
+	}
 	var b strings.Builder
 	for _, v := range args.GetValues() {
 		switch k := v.GetKind().(type) {
@@ -313,10 +317,10 @@ func (st *reqState) logPlugin(level slog.Level, args *structpb.ListValue) {
 			b.Write(j)
 		}
 	}
-	st.s.logger.Log(st.r.Context(), level, "plugin log", "plugin", st.s.info.name, "route", st.rt.label(), "msg", b.String())
+	st.s.klog.log(level, "["+st.s.info.name+"] "+b.String(), "route", st.rt.label())
 }
 
-func logAt(level slog.Level) pdkHandler {
+func logAt(level LogLevel) pdkHandler {
 	return func(st *reqState, b []byte) (proto.Message, error) {
 		a, err := decode[structpb.ListValue](b)
 		if err != nil {
@@ -638,13 +642,13 @@ func init() {
 		"kong.node.get_id":         noArg(func(st *reqState) (proto.Message, error) { return str(nodeID), nil }),
 
 		// kong.log
-		"kong.log.alert":  logAt(slog.LevelError),
-		"kong.log.crit":   logAt(slog.LevelError),
-		"kong.log.err":    logAt(slog.LevelError),
-		"kong.log.warn":   logAt(slog.LevelWarn),
-		"kong.log.notice": logAt(slog.LevelInfo),
-		"kong.log.info":   logAt(slog.LevelInfo),
-		"kong.log.debug":  logAt(slog.LevelDebug),
+		"kong.log.alert":  logAt(LevelAlert),
+		"kong.log.crit":   logAt(LevelCrit),
+		"kong.log.err":    logAt(LevelError),
+		"kong.log.warn":   logAt(LevelWarn),
+		"kong.log.notice": logAt(LevelNotice),
+		"kong.log.info":   logAt(LevelInfo),
+		"kong.log.debug":  logAt(LevelDebug),
 
 		// kong.router
 		"kong.router.get_route":   noArg(func(st *reqState) (proto.Message, error) { return st.rt.pb, nil }),

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,20 +43,26 @@ type pluginInfo struct {
 	schema        pluginSchema
 }
 
-// queryPlugin runs `bin -dump` (Kong's query_cmd) and validates the answer.
-func queryPlugin(ctx context.Context, bin string) (*pluginInfo, error) {
+// queryPlugin runs the query command through /bin/sh, as Kong's io.popen
+// does, with Kong's own environment: the query runs while Kong loads its
+// plugins, before the workers drop their environment
+// (kong/runloop/plugin_servers/process.lua, 3.8.1 and 3.9.1).
+func queryPlugin(ctx context.Context, queryCmd string, env []string) (*pluginInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "-dump")
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", queryCmd)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("run %s -dump: %w (stderr: %q)", bin, err, bytes.TrimSpace(stderr.Bytes()))
+		return nil, fmt.Errorf("run query command %q: %w (stderr: %q)", queryCmd, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	return parseDump(stdout.Bytes(), filepath.Base(bin))
+	return parseDump(stdout.Bytes())
 }
 
-func parseDump(b []byte, binName string) (*pluginInfo, error) {
+// parseDump validates -dump output. Kong takes the plugin's name from the
+// dump, whatever the server is called (process.lua, 3.9.1).
+func parseDump(b []byte) (*pluginInfo, error) {
 	var d dumpInfo
 	if err := json.Unmarshal(b, &d); err != nil {
 		return nil, fmt.Errorf("decode -dump output: %w", err)
@@ -69,8 +74,8 @@ func parseDump(b []byte, binName string) (*pluginInfo, error) {
 		return nil, fmt.Errorf("-dump: %d plugins, want exactly 1", len(d.Plugins))
 	}
 	p := d.Plugins[0]
-	if p.Name != binName {
-		return nil, fmt.Errorf("-dump: plugin name %q differs from the binary name %q", p.Name, binName)
+	if p.Name == "" {
+		return nil, errors.New("-dump: the plugin has no name")
 	}
 	if !slices.Contains(p.Phases, "access") {
 		return nil, fmt.Errorf("-dump: phases %v lack access", p.Phases)
@@ -97,13 +102,17 @@ func parseDump(b []byte, binName string) (*pluginInfo, error) {
 	return info, nil
 }
 
-// process supervises the plugin server process (Kong's start_cmd): it starts
-// `bin -kong-prefix prefix`, logs its output and restarts it, at most once a
-// second, when it dies. Every start bumps the generation: connections and
-// instances of an older generation are stale.
+// process supervises the plugin server process as worker 0 of Kong does
+// (kong/runloop/plugin_servers/process.lua, 3.8.1 and 3.9.1): it runs
+// `exec START_CMD` through /bin/sh (ngx.pipe.spawn of a string) with the
+// worker's environment, logs its merged stdout and stderr line by line and
+// restarts it, at most once a second, when it dies. Every start bumps the
+// generation: connections and instances of an older generation are stale.
 type process struct {
-	bin, prefix, socket string
+	name, start, socket string
+	env                 []string
 	logger              *slog.Logger
+	log                 *kongLog
 
 	gen     atomic.Uint64
 	pid     atomic.Int64
@@ -111,10 +120,10 @@ type process struct {
 	done    chan struct{} // closed when supervise returns
 }
 
-func newProcess(bin, prefix, name string, logger *slog.Logger) *process {
+func newProcess(name, start, socket string, env []string, logger *slog.Logger, log *kongLog) *process {
 	return &process{
-		bin: bin, prefix: prefix, socket: filepath.Join(prefix, name+".socket"),
-		logger: logger, started: make(chan struct{}), done: make(chan struct{}),
+		name: name, start: start, socket: socket, env: env, logger: logger, log: log,
+		started: make(chan struct{}), done: make(chan struct{}),
 	}
 }
 
@@ -130,7 +139,7 @@ func (p *process) supervise(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		p.logger.Error("plugin server exited", "bin", p.bin, "err", err)
+		p.log.log(LevelNotice, fmt.Sprintf("external pluginserver '%s' terminated: %v", p.name, err))
 		select {
 		case <-ctx.Done():
 			return
@@ -140,11 +149,13 @@ func (p *process) supervise(ctx context.Context) {
 }
 
 func (p *process) runOnce(ctx context.Context, onStart func()) error {
-	cmd := exec.CommandContext(ctx, p.bin, "-kong-prefix", p.prefix)
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", "exec "+p.start)
+	cmd.Env = p.env
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 2 * time.Second
-	out := &lineLogger{logger: p.logger, name: filepath.Base(p.bin)}
+	out := &lineLogger{log: p.log, name: p.name}
 	cmd.Stdout, cmd.Stderr = out, out
+	p.log.log(LevelNotice, "[pluginserver] starting pluginserver process for "+p.name)
 	if err := cmd.Start(); err != nil {
 		onStart()
 		return err
@@ -152,7 +163,7 @@ func (p *process) runOnce(ctx context.Context, onStart func()) error {
 	out.pid.Store(int64(cmd.Process.Pid))
 	p.pid.Store(int64(cmd.Process.Pid))
 	p.gen.Add(1)
-	p.logger.Info("plugin server started", "bin", p.bin, "pid", cmd.Process.Pid, "socket", p.socket)
+	p.log.log(LevelNotice, fmt.Sprintf("[pluginserver] started, pid %d", cmd.Process.Pid))
 	onStart()
 	err := cmd.Wait()
 	out.flush()
@@ -183,14 +194,36 @@ func (p *process) waitSocket(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-// lineLogger logs each line a plugin process writes as Kong does,
-// prefixed with [name:pid].
-type lineLogger struct {
+// kongLog is Kong's error log as far as the plugin is concerned: lines
+// below log_level are dropped, the rest go to the logger with the nginx
+// level in "kong_level".
+type kongLog struct {
 	logger *slog.Logger
-	name   string
-	pid    atomic.Int64
-	mu     sync.Mutex
-	buf    []byte
+	level  LogLevel
+}
+
+// slogLevel places nginx's levels on slog's scale (notice between info
+// and warn; crit, alert and emerg above error).
+func (l LogLevel) slogLevel() slog.Level { return slog.Level(int(l) * 2) }
+
+func (k *kongLog) enabled(l LogLevel) bool { return l >= k.level }
+
+func (k *kongLog) log(l LogLevel, msg string, args ...any) {
+	if !k.enabled(l) {
+		return
+	}
+	k.logger.Log(context.Background(), l.slogLevel(), msg, append([]any{"kong_level", l.String()}, args...)...)
+}
+
+// lineLogger logs each line a plugin process writes as Kong's grab_logs
+// does: at INFO, prefixed with "[name:pid] " (process.lua, 3.8.1 and
+// 3.9.1), so that at Kong's default log_level notice nothing of it shows.
+type lineLogger struct {
+	log  *kongLog
+	name string
+	pid  atomic.Int64
+	mu   sync.Mutex
+	buf  []byte
 }
 
 func (l *lineLogger) Write(b []byte) (int, error) {
@@ -222,7 +255,10 @@ func (l *lineLogger) flush() {
 }
 
 func (l *lineLogger) emit(line []byte) {
-	l.logger.Info(fmt.Sprintf("[%s:%d]", l.name, l.pid.Load()), "line", string(bytes.TrimRight(line, "\r")))
+	if len(line) == 0 { // grab_logs skips empty lines
+		return
+	}
+	l.log.log(LevelInfo, fmt.Sprintf("[%s:%d] %s", l.name, l.pid.Load(), bytes.TrimRight(line, "\r")))
 }
 
 // tempPrefix makes a private prefix directory; unix socket paths are short

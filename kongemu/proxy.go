@@ -31,6 +31,7 @@ type server struct {
 	table   *table
 	client  *client
 	realip  *realIP
+	klog    *kongLog
 	proxies map[*service]*httputil.ReverseProxy
 }
 

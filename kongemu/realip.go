@@ -10,8 +10,20 @@ import (
 // with Kong's trusted_ips, real_ip_header and real_ip_recursive settings.
 type realIP struct {
 	trusted   []netip.Prefix // empty: trust nobody (Kong's default)
-	header    string         // canonical header name, default X-Forwarded-For
+	header    string         // canonical header name, default X-Real-IP
 	recursive bool
+}
+
+// newRealIP takes trusted_ips, real_ip_header and real_ip_recursive with
+// Kong's defaults: nobody trusted, X-Real-IP, off
+// (kong/templates/kong_defaults.lua, 3.8.1 and 3.9.1; nginx_kong.lua turns
+// them into set_real_ip_from, real_ip_header and real_ip_recursive).
+func newRealIP(kc *KongConf) *realIP {
+	ri := &realIP{trusted: kc.TrustedIPs, header: kc.RealIPHeader, recursive: kc.RealIPRecursive}
+	if ri.header == "" {
+		ri.header = "X-Real-IP"
+	}
+	return ri
 }
 
 func (ri *realIP) isTrusted(a netip.Addr) bool {

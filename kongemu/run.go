@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -20,9 +22,21 @@ type Config struct {
 	ConfigPath  string
 	Declarative *Declarative
 
-	// PluginPath is the plugin server binary; its base name is the plugin
-	// name.
+	// Kong is what Kong takes from kong.conf (LoadKongConf); nil is Kong's
+	// defaults. KongVersion (default 3.9) picks the version's socket and
+	// command defaults.
+	Kong        *KongConf
+	KongVersion KongVersion
+
+	// PluginPath is a plugin server binary to run when Kong registers no
+	// plugin server: it is queried with "PATH -dump" and started with
+	// "PATH -kong-prefix PREFIX" (socket PREFIX/<base name>.socket). With a
+	// pluginserver in Kong it must be empty.
 	PluginPath string
+
+	// Env is the environment Kong is started with (default os.Environ());
+	// the plugin server gets what an nginx worker keeps of it.
+	Env []string
 
 	// Listen is the proxy address (default 127.0.0.1:8000). Listener, when
 	// set, is used instead and closed by Run.
@@ -32,13 +46,6 @@ type Config struct {
 	// Prefix is Kong's prefix, where the plugin creates <name>.socket.
 	// Default: a temporary directory removed when Run returns.
 	Prefix string
-
-	// TrustedIPs, RealIPHeader (default X-Forwarded-For) and
-	// RealIPRecursive are Kong's trusted_ips, real_ip_header and
-	// real_ip_recursive. With no trusted IPs nobody is trusted.
-	TrustedIPs      []netip.Prefix
-	RealIPHeader    string
-	RealIPRecursive bool
 
 	// ExposePDKCalls adds X-Kongemu-Pdk-Calls and X-Kongemu-Pdk-Methods to
 	// every response the plugin ran for.
@@ -71,8 +78,14 @@ func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8000"
 	}
-	if c.RealIPHeader == "" {
-		c.RealIPHeader = "X-Forwarded-For"
+	if c.Kong == nil {
+		c.Kong = &KongConf{}
+	}
+	if c.KongVersion == "" {
+		c.KongVersion = Kong39
+	}
+	if c.Env == nil {
+		c.Env = os.Environ()
 	}
 	def(&c.EventTimeout, 30*time.Second)
 	def(&c.StartTimeout, 5*time.Second)
@@ -96,8 +109,20 @@ func (c Config) Validate() error {
 	if c.ConfigPath == "" && c.Declarative == nil {
 		errs = append(errs, errors.New("a declarative config is required"))
 	}
-	if c.PluginPath == "" {
-		errs = append(errs, errors.New("a plugin binary is required"))
+	kc := c.Kong
+	if kc == nil {
+		kc = &KongConf{}
+	}
+	switch n := len(kc.PluginServers); {
+	case n > 1:
+		errs = append(errs, fmt.Errorf("kong.conf: %d plugin servers; kongemu plays exactly one", n))
+	case n == 1 && c.PluginPath != "":
+		errs = append(errs, errors.New("give a plugin binary or a pluginserver in kong.conf, not both"))
+	case n == 0 && c.PluginPath == "":
+		errs = append(errs, errors.New("a plugin binary or a pluginserver in kong.conf is required"))
+	}
+	if c.KongVersion != Kong38 && c.KongVersion != Kong39 {
+		errs = append(errs, fmt.Errorf("kong version %q: kongemu plays 3.8 and 3.9", c.KongVersion))
 	}
 	if c.EventTimeout < 0 || c.StartTimeout < 0 || c.ShutdownTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
@@ -107,6 +132,39 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// resolvedServer is the plugin server kongemu runs.
+type resolvedServer struct {
+	name, start, query, socket string
+	fromConf                   bool
+}
+
+// pluginServer resolves the plugin server: the one kong.conf registers,
+// with Kong's defaults, or one made up for Config.PluginPath.
+func (c Config) pluginServer(prefix string) (resolvedServer, error) {
+	if c.PluginPath != "" {
+		name := filepath.Base(c.PluginPath)
+		bin := shellQuote(c.PluginPath)
+		return resolvedServer{
+			name: name, start: bin + " -kong-prefix " + shellQuote(prefix), query: bin + " -dump",
+			socket: filepath.Join(prefix, name+".socket"),
+		}, nil
+	}
+	ps := c.Kong.PluginServers[0]
+	rs := resolvedServer{name: ps.Name, socket: ps.SocketPath(c.KongVersion, prefix), fromConf: true}
+	rs.start, rs.query = ps.Commands(c.KongVersion)
+	if rs.query == "" {
+		// kong/conf_loader/init.lua 3.9.1 refuses it; 3.8.1 loads no plugin.
+		return rs, fmt.Errorf("kong.conf: query_command undefined for pluginserver %s", ps.Name)
+	}
+	if rs.start == "" {
+		return rs, fmt.Errorf("kong.conf: start_command undefined for pluginserver %s; kongemu does not attach to a plugin server managed outside it", ps.Name)
+	}
+	return rs, nil
+}
+
+// shellQuote quotes s for /bin/sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // Run loads the declarative config, checks and starts the plugin server,
 // starts its instances and proxies HTTP until ctx ends; then it stops
@@ -127,24 +185,22 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return err
 		}
 	}
-	info, err := queryPlugin(ctx, cfg.PluginPath)
-	if err != nil {
-		return err
-	}
-	tbl, err := compile(decl, info.name, info.schema)
-	if err != nil {
-		return fmt.Errorf("declarative config: %w", err)
-	}
-
 	ln := cfg.Listener
 	if ln == nil {
+		var err error
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
 	}
 	defer ln.Close()
 
-	prefix := cfg.Prefix
+	prefix, err := resolvePrefix(cfg.Prefix)
+	if err == nil && prefix == "" {
+		prefix, err = resolvePrefix(cfg.Kong.Prefix)
+	}
+	if err != nil {
+		return fmt.Errorf("prefix: %w", err)
+	}
 	if prefix == "" {
 		if prefix, err = tempPrefix(); err != nil {
 			return fmt.Errorf("prefix: %w", err)
@@ -154,7 +210,27 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return fmt.Errorf("prefix: %w", err)
 	}
 
-	proc := newProcess(cfg.PluginPath, prefix, info.name, logger)
+	ps, err := cfg.pluginServer(prefix)
+	if err != nil {
+		return err
+	}
+	info, err := queryPlugin(ctx, ps.query, cfg.Env)
+	if err != nil {
+		return err
+	}
+	if ps.fromConf && !slices.Contains(cfg.Kong.Plugins, info.name) {
+		// kong/db/schema/entities/plugins.lua: a plugin not in `plugins`
+		// is not enabled, and a declarative config using it is refused.
+		return fmt.Errorf("kong.conf: plugin %q not enabled; add it to the 'plugins' configuration property", info.name)
+	}
+	tbl, err := compile(decl, info.name, info.schema)
+	if err != nil {
+		return fmt.Errorf("declarative config: %w", err)
+	}
+
+	klog := &kongLog{logger: logger, level: cfg.Kong.LogLevel}
+	env := workerEnv(cfg.Env, cfg.Kong.MainEnv)
+	proc := newProcess(ps.name, ps.start, ps.socket, env, logger, klog)
 	procCtx, stopProc := context.WithCancel(context.WithoutCancel(ctx))
 	go proc.supervise(procCtx)
 	defer func() {
@@ -168,7 +244,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	s := &server{
 		cfg: cfg, logger: logger, info: info, table: tbl,
 		client:  newClient(proc, cfg.MaxPluginConns, logger),
-		realip:  &realIP{trusted: cfg.TrustedIPs, header: cfg.RealIPHeader, recursive: cfg.RealIPRecursive},
+		realip:  newRealIP(cfg.Kong),
+		klog:    klog,
 		proxies: map[*service]*httputil.ReverseProxy{},
 	}
 	defer s.client.closeIdle()
@@ -198,7 +275,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Info("kongemu listening", "addr", ln.Addr().String(), "plugin", info.name,
-		"routes", len(tbl.routes), "instances", len(tbl.instances), "prefix", prefix)
+		"routes", len(tbl.routes), "instances", len(tbl.instances), "prefix", prefix,
+		"socket", ps.socket, "log_level", cfg.Kong.LogLevel.String())
 
 	select {
 	case err := <-serveErr:

@@ -123,7 +123,7 @@ func TestParseDump(t *testing.T) {
 	}{
 		{name: "valid", dump: good},
 		{name: "wrong protocol", dump: strings.Replace(good, "ProtoBuf:1", "MsgPack:2", 1), wantErr: "protocol"},
-		{name: "name mismatch", dump: strings.Replace(good, `"Name":"kg"`, `"Name":"other"`, 1), wantErr: "differs"},
+		{name: "no name", dump: strings.Replace(good, `"Name":"kg"`, `"Name":""`, 1), wantErr: "no name"},
 		{name: "no access phase", dump: strings.Replace(good, `"access"`, `"log"`, 1), wantErr: "access"},
 		{name: "two plugins", dump: `{"Protocol":"ProtoBuf:1","Plugins":[{},{}]}`, wantErr: "exactly 1"},
 		{name: "not json", dump: `nope`, wantErr: "decode"},
@@ -131,7 +131,7 @@ func TestParseDump(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			info, err := parseDump([]byte(tc.dump), "kg")
+			info, err := parseDump([]byte(tc.dump))
 			if tc.wantErr == "" {
 				if err != nil || info.name != "kg" || len(info.schema) != 1 || info.schema[0] != "a" {
 					t.Fatalf("parseDump = %+v, %v", info, err)
@@ -293,11 +293,12 @@ func TestFrameRoundTrip(t *testing.T) {
 func TestNoPluginInstanceRetry(t *testing.T) {
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
-	info, err := queryPlugin(context.Background(), pluginBin)
+	info, err := queryPlugin(context.Background(), pluginBin+" -dump", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc := newProcess(pluginBin, shortTempDir(t), info.name, logger)
+	prefix := shortTempDir(t)
+	proc := newProcess(info.name, pluginBin+" -kong-prefix "+prefix, prefix+"/"+info.name+".socket", nil, logger, &kongLog{logger: logger})
 	ctx, cancel := context.WithCancel(context.Background())
 	go proc.supervise(ctx)
 	t.Cleanup(func() { cancel(); <-proc.done })
@@ -312,7 +313,7 @@ func TestNoPluginInstanceRetry(t *testing.T) {
 	}
 	in.id = 4242 // the plugin has no such instance
 
-	s := &server{logger: logger, info: info, realip: &realIP{}}
+	s := &server{logger: logger, info: info, realip: &realIP{}, klog: &kongLog{logger: logger}}
 	rt := &route{name: "r", svc: &service{}}
 	r := httptest.NewRequest("GET", "/", nil)
 	st := &reqState{s: s, r: r, rt: rt, path: "/", peer: netip.MustParseAddrPort("127.0.0.1:1")}

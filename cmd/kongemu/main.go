@@ -1,10 +1,18 @@
-// Command kongemu drives a go-pdk plugin binary the way Kong does and
-// proxies HTTP for a declarative kong.yml. It is a development and test
+// Command kongemu drives a go-pdk plugin binary the way Kong 3.8/3.9 does
+// and proxies HTTP for a declarative kong.yml. It is a development and test
 // harness, not a gateway; see package kongemu.
 //
-//	kongemu --config kong/kong.yml --plugin PATH/keygate --listen 127.0.0.1:8000 \
-//	        [--prefix DIR] [--trusted-ips CIDR,...] [--real-ip-header NAME] \
-//	        [--real-ip-recursive] [--expose-pdk-calls] [--event-timeout D] [--debug]
+//	kongemu --config kong/kong.yml --conf kong.conf --listen 127.0.0.1:8000 \
+//	        [--kong-version 3.9] [--prefix DIR] [--expose-pdk-calls] [--event-timeout D]
+//	kongemu --config kong/kong.yml --plugin PATH/keygate ...
+//
+// --conf reads what Kong takes from kong.conf (plugin server registration,
+// nginx_main_env, log_level, trusted_ips, real_ip_header,
+// real_ip_recursive); without it Kong's defaults apply and --plugin names
+// the plugin binary. --trusted-ips, --real-ip-header and
+// --real-ip-recursive, when given, replace the kong.conf keys of the same
+// names. SIGHUP reloads kong.yml as `kong reload` does; SIGINT and SIGTERM
+// stop kongemu.
 package main
 
 import (
@@ -22,7 +30,7 @@ import (
 )
 
 func main() {
-	cfg, debug, err := parseFlags(os.Args[1:], os.Stderr)
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -30,11 +38,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kongemu: %v\n", err)
 		os.Exit(2)
 	}
-	level := slog.LevelInfo
-	if debug {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// kong.conf's log_level decides which of Kong's lines are written.
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -45,31 +50,50 @@ func main() {
 }
 
 // parseFlags turns the command line into a kongemu.Config.
-func parseFlags(args []string, out io.Writer) (cfg kongemu.Config, debug bool, err error) {
+func parseFlags(args []string, out io.Writer) (cfg kongemu.Config, err error) {
 	fs := flag.NewFlagSet("kongemu", flag.ContinueOnError)
 	fs.SetOutput(out)
-	var trusted string
+	var conf, trusted, header, version string
+	var recursive bool
 	fs.StringVar(&cfg.ConfigPath, "config", "kong/kong.yml", "declarative config (_format_version 3.0)")
-	fs.StringVar(&cfg.PluginPath, "plugin", "", "plugin server binary; its base name is the plugin name (required)")
+	fs.StringVar(&conf, "conf", "", "kong.conf to read Kong's settings from (default: Kong's defaults)")
+	fs.StringVar(&version, "kong-version", "3.9", "Kong version whose rules to play: 3.8 or 3.9")
+	fs.StringVar(&cfg.PluginPath, "plugin", "", "plugin server binary when kong.conf registers none; its base name is the plugin name")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8000", "proxy listen address")
-	fs.StringVar(&cfg.Prefix, "prefix", "", "Kong prefix for the plugin socket (default: a temporary directory)")
-	fs.StringVar(&trusted, "trusted-ips", "", "comma-separated trusted proxy addresses or CIDRs (Kong trusted_ips; default: none)")
-	fs.StringVar(&cfg.RealIPHeader, "real-ip-header", "X-Forwarded-For", "header carrying the client address (Kong real_ip_header)")
-	fs.BoolVar(&cfg.RealIPRecursive, "real-ip-recursive", false, "skip trusted addresses in that header (Kong real_ip_recursive)")
+	fs.StringVar(&cfg.Prefix, "prefix", "", "Kong prefix (default: kong.conf's prefix, else a temporary directory)")
+	fs.StringVar(&trusted, "trusted-ips", "", "replaces kong.conf's trusted_ips: comma-separated addresses or CIDRs")
+	fs.StringVar(&header, "real-ip-header", "", "replaces kong.conf's real_ip_header (Kong's default X-Real-IP)")
+	fs.BoolVar(&recursive, "real-ip-recursive", false, "replaces kong.conf's real_ip_recursive")
 	fs.BoolVar(&cfg.ExposePDKCalls, "expose-pdk-calls", false, "add X-Kongemu-Pdk-Calls and X-Kongemu-Pdk-Methods to responses the plugin ran for")
 	fs.DurationVar(&cfg.EventTimeout, "event-timeout", 0, "bound on one plugin event (default 30s)")
-	fs.BoolVar(&debug, "debug", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
-		return cfg, false, err
+		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, false, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if cfg.PluginPath == "" {
-		return cfg, false, errors.New("--plugin is required")
+	cfg.KongVersion = kongemu.KongVersion(version)
+	cfg.Kong = &kongemu.KongConf{}
+	if conf != "" {
+		if cfg.Kong, err = kongemu.LoadKongConf(conf); err != nil {
+			return cfg, err
+		}
 	}
-	if cfg.TrustedIPs, err = kongemu.ParseTrustedIPs(trusted); err != nil {
-		return cfg, false, fmt.Errorf("--trusted-ips: %w", err)
+	if cfg.PluginPath == "" && len(cfg.Kong.PluginServers) == 0 {
+		return cfg, errors.New("--plugin is required when --conf registers no pluginserver")
 	}
-	return cfg, debug, nil
+	var ferr error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "trusted-ips":
+			if cfg.Kong.TrustedIPs, err = kongemu.ParseTrustedIPs(trusted); err != nil {
+				ferr = fmt.Errorf("--trusted-ips: %w", err)
+			}
+		case "real-ip-header":
+			cfg.Kong.RealIPHeader = header
+		case "real-ip-recursive":
+			cfg.Kong.RealIPRecursive = recursive
+		}
+	})
+	return cfg, ferr
 }

@@ -158,8 +158,18 @@ func newStack(repo string) (s *stack, err error) {
 	if _, err := s.start("upstream", "upstream", "--listen", upstreamAddr); err != nil {
 		return nil, err
 	}
-	if s.kongemu, err = s.start("kongemu", "kongemu", "--config", filepath.Join(dir, "kong.yml"), "--plugin", filepath.Join(dir, "bin", "keygate"),
-		"--listen", gatewayAddr, "--trusted-ips", "127.0.0.1", "--real-ip-header", "X-Forwarded-For", "--prefix", dir, "--expose-pdk-calls"); err != nil {
+	// The same kong/kong.conf, with what an operator changes for this node:
+	// the binary's path, a prefix of its own, and the local proxy trusted
+	// for X-Forwarded-For (the demo shows an IP whitelist rejection).
+	conf, err := demoKongConf(repo, filepath.Join(dir, "bin", "keygate"), dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kong.conf"), conf, 0o600); err != nil {
+		return nil, err
+	}
+	if s.kongemu, err = s.start("kongemu", "kongemu", "--config", filepath.Join(dir, "kong.yml"), "--conf", filepath.Join(dir, "kong.conf"),
+		"--listen", gatewayAddr, "--prefix", dir, "--expose-pdk-calls"); err != nil {
 		return nil, err
 	}
 	for _, u := range []string{s.sidecarURL + "/readyz", s.upstreamURL + "/", s.gateway + "/"} {
@@ -168,6 +178,19 @@ func newStack(repo string) (s *stack, err error) {
 		}
 	}
 	return s, nil
+}
+
+// demoKongConf is kong/kong.conf for a node whose plugin binary is bin and
+// whose prefix is prefix.
+func demoKongConf(repo, bin, prefix string) ([]byte, error) {
+	conf, err := os.ReadFile(filepath.Join(repo, "kong", "kong.conf"))
+	if err != nil {
+		return nil, err
+	}
+	conf = bytes.ReplaceAll(conf, []byte("/usr/local/bin/keygate"), []byte(bin))
+	conf = bytes.ReplaceAll(conf, []byte("/usr/local/kong"), []byte(prefix))
+	conf = append(conf, "\ntrusted_ips = 127.0.0.1\nreal_ip_header = X-Forwarded-For\n"...)
+	return conf, nil
 }
 
 // stopSidecar stops the sidecar (SIGTERM) and waits for it.

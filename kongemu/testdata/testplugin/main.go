@@ -5,7 +5,9 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +57,18 @@ func (c *Config) Access(kong *pdk.PDK) {
 		})
 	case "full":
 		c.full(kong)
+	case "env": // the environment the plugin server process got
+		env := os.Environ()
+		sort.Strings(env)
+		_ = kong.ServiceRequest.SetHeader("X-Seen-Env", strings.Join(env, ","))
+	case "log": // its own output, and one kong.log call per level
+		fmt.Println("stdout-line")
+		fmt.Fprintln(os.Stderr, "stderr-line")
+		_ = kong.Log.Debug("klog-debug")
+		_ = kong.Log.Info("klog-info")
+		_ = kong.Log.Notice("klog-notice")
+		_ = kong.Log.Warn("klog-warn")
+		_ = kong.Log.Err("klog-err")
 	}
 }
 

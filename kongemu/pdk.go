@@ -254,18 +254,39 @@ func maxArg(b []byte) (int, error) {
 	return n, nil
 }
 
-// getHeader is nginx's $http_NAME: case-insensitive, "_" as "-", several
-// lines joined with ", " (cookies with "; ").
+// getHeader is nginx's $http_NAME, which kong.request.get_header reads
+// (kong/tools/http.lua get_header, 3.8.1 and 3.9.1): case-insensitive,
+// "-" and "_" the same both in the name asked and in the names sent (with
+// Kong's underscores_in_headers on, X_Api_Key_Id and X-Api-Key-Id are both
+// $http_x_api_key_id), every matching line joined with ", " (cookies with
+// "; "), as nginx 1.23+ does (ngx_http_variable_unknown_header).
 func (st *reqState) getHeader(name string) string {
-	name = http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))
-	if name == "Host" {
+	want := headerVarName(name)
+	if want == "host" {
 		return st.host()
 	}
 	sep := ", "
-	if name == "Cookie" {
+	if want == "cookie" {
 		sep = "; "
 	}
-	return strings.Join(st.hdr.Values(name), sep)
+	var out string
+	for k, vs := range st.hdr {
+		if headerVarName(k) != want {
+			continue
+		}
+		for _, v := range vs {
+			if out != "" {
+				out += sep
+			}
+			out += v
+		}
+	}
+	return out
+}
+
+// headerVarName is a header name as nginx compares it for $http_NAME.
+func headerVarName(name string) string {
+	return strings.ToLower(strings.ReplaceAll(name, "-", "_"))
 }
 
 func (st *reqState) host() string {

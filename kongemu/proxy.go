@@ -38,6 +38,14 @@ type server struct {
 type stateKey struct{}
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if status, msg := headerLimit(r); status != 0 {
+		if status == 494 { // kong/error_handlers.lua: 494 goes out as 400
+			status = http.StatusBadRequest
+		}
+		w.Header().Set("Connection", "close")
+		writeKongError(w, status, msg, "")
+		return
+	}
 	p := normalizePath(r.URL.EscapedPath())
 	rt, prefix := s.table.match(r.Method, p)
 	if rt == nil {

@@ -61,7 +61,9 @@ type Config struct {
 	// MaxPluginConns bounds connections to the plugin socket (default 32).
 	MaxPluginConns int
 
-	// HTTP server limits (defaults: 10 s, 60 s, 120 s, 120 s, 64 KiB).
+	// HTTP server limits (defaults: 10 s, 60 s, 120 s, 120 s, 1 MiB). The
+	// header limits of Kong's nginx are checked per request (headers.go),
+	// so MaxHeaderBytes only bounds what Go's parser reads.
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
@@ -98,7 +100,7 @@ func (c Config) withDefaults() Config {
 		c.MaxPluginConns = 32
 	}
 	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 64 << 10
+		c.MaxHeaderBytes = 1 << 20
 	}
 	return c
 }

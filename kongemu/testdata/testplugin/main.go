@@ -57,6 +57,17 @@ func (c *Config) Access(kong *pdk.PDK) {
 		})
 	case "full":
 		c.full(kong)
+	case "underscore": // what kong.request sees of X_Api_Key_Id
+		one, _ := kong.Request.GetHeader("x_api_key_id")
+		all, _ := kong.Request.GetHeaders(100)
+		var names []string
+		for k := range all {
+			if strings.Contains(k, "_") {
+				names = append(names, k)
+			}
+		}
+		sort.Strings(names)
+		_ = kong.ServiceRequest.SetHeader("X-Seen-Underscore", one+"|"+strings.Join(names, ","))
 	case "env": // the environment the plugin server process got
 		env := os.Environ()
 		sort.Strings(env)

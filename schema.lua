@@ -1,7 +1,8 @@
 -- keygate plugin schema for Konnect and hybrid control planes.
 -- Fields, types, defaults and required flags match the Go Config that
 -- `keygate -dump` prints (plugin/config.go); a test loads this file with
--- luajit and compares the two.
+-- luajit and compares the two, and plugin/configdoc_test.go checks the
+-- fields' order and defaults against Config's tags.
 local typedefs = require "kong.db.schema.typedefs"
 
 local algorithms = {

@@ -62,12 +62,16 @@ var (
 )
 
 // Config is the plugin's configuration, one value per plugin instance (route).
-// Its exported fields are the schema Kong sees (`keygate -dump`): their json
-// names are the configuration table of docs/CONTRACT.md §8, and schema.lua must list the
-// same fields. A field that is absent or null takes its default; pointer
-// fields tell "absent" from an explicit zero. An empty list that is given
-// explicitly stays empty (test_mode_portals: [] means no portal may create
-// TEST keys).
+// Its exported fields are the schema Kong sees (`keygate -dump`; see
+// docs/CONTRACT.md §8), and schema.lua must list the same fields. Each
+// field's tags role (manage, enforce or both), default (JSON; none when
+// absent) and doc (one line) are the one source of the configuration table
+// in the package doc and the README: after changing them run
+// `go generate ./plugin` (configdoc_test.go checks both tables, schema.lua,
+// and that each default tag is what resolve applies). A field that is
+// absent or null takes its default; pointer fields tell "absent" from an
+// explicit zero. An empty list that is given explicitly stays empty
+// (test_mode_portals: [] means no portal may create TEST keys).
 //
 // The value is shared by every concurrent request of the route: nothing
 // writes to it after Kong decoded it. The instance state is built once, on
@@ -75,70 +79,70 @@ var (
 type Config struct {
 	// RouteRole is "manage" (key-management routes) or "enforce" (product
 	// traffic). Required.
-	RouteRole string `json:"route_role"`
+	RouteRole string `json:"route_role" role:"both" doc:"required: manage (key-management routes) or enforce (product traffic)"`
 	// SidecarURL is where the verify API is: "http://host:port" or
 	// "unix:/path.sock". Default http://127.0.0.1:8080. Enforce only.
-	SidecarURL string `json:"sidecar_url"`
+	SidecarURL string `json:"sidecar_url" role:"enforce" default:"\"http://127.0.0.1:8080\"" doc:"where the verify API is: http://host:port or unix:/abs/path.sock"`
 	// SidecarTimeoutMS bounds each call to the sidecar (1..60000, default
 	// 1000); over it the request answers 504/5040.
-	SidecarTimeoutMS *int `json:"sidecar_timeout_ms"`
+	SidecarTimeoutMS *int `json:"sidecar_timeout_ms" role:"enforce" default:"1000" doc:"per verify call, 1..60000; over it 504/5040"`
 	// GatewaySecret is shared with the sidecar (at least 16 bytes). When
 	// empty it is read from $KEYGATE_GATEWAY_SECRET, else from the file
 	// named by $KEYGATE_GATEWAY_SECRET_FILE. There is no default.
-	GatewaySecret string `json:"gateway_secret"`
+	GatewaySecret string `json:"gateway_secret" role:"both" doc:"shared with the sidecar, at least 16 bytes; when empty, from $KEYGATE_GATEWAY_SECRET or the file $KEYGATE_GATEWAY_SECRET_FILE names"`
 	// JWTAlgorithms lists the accepted JWT algorithms (HS256/384/512,
 	// RS256/384/512, PS256/384/512, ES256/384/512, EdDSA). Required for
 	// manage; nothing else is accepted, "none" never.
-	JWTAlgorithms []string `json:"jwt_algorithms"`
+	JWTAlgorithms []string `json:"jwt_algorithms" role:"manage" doc:"required for manage: the accepted algorithms, a subset of HS256/384/512 RS256/384/512 PS256/384/512 ES256/384/512 EdDSA"`
 	// JWTSecret is the HMAC secret (at least 32 bytes) for HS* algorithms.
-	JWTSecret string `json:"jwt_secret"`
+	JWTSecret string `json:"jwt_secret" role:"manage" doc:"HMAC secret, at least 32 bytes; required with an HS* algorithm"`
 	// JWTPublicKeys are PEM public keys (PKIX "PUBLIC KEY", PKCS#1 "RSA
 	// PUBLIC KEY" or a "CERTIFICATE"): RSA ≥ 2048 bits, EC P-256/384/521,
 	// Ed25519. A token is tried against every key of its algorithm's family.
-	JWTPublicKeys []string `json:"jwt_public_keys"`
+	JWTPublicKeys []string `json:"jwt_public_keys" role:"manage" default:"[]" doc:"PEM public keys (PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE): RSA ≥ 2048 bits, EC P-256/384/521, Ed25519"`
 	// JWKSURL is a JWKS endpoint (https; plain http only to a loopback
 	// address); keys are cached by kid,
 	// refreshed on an unknown kid at most once per 10 s.
-	JWKSURL string `json:"jwks_url"`
+	JWKSURL string `json:"jwks_url" role:"manage" doc:"JWKS endpoint (https; http only to loopback), keys cached by kid, refreshed at most once per 10 s"`
 	// JWTIssuer is checked against "iss" when set.
-	JWTIssuer string `json:"jwt_issuer"`
+	JWTIssuer string `json:"jwt_issuer" role:"manage" doc:"iss must equal it when set"`
 	// JWTAudience must be one of "aud" when set.
-	JWTAudience string `json:"jwt_audience"`
+	JWTAudience string `json:"jwt_audience" role:"manage" doc:"aud must contain it when set"`
 	// JWTLeewaySeconds is the clock skew allowed on exp/nbf/iat (0..600,
 	// default 30).
-	JWTLeewaySeconds *int `json:"jwt_leeway_seconds"`
+	JWTLeewaySeconds *int `json:"jwt_leeway_seconds" role:"manage" default:"30" doc:"clock skew allowed on exp/nbf/iat, 0..600"`
 	// RolesClaim names the claim {"<workspaceId>": "OWNER"|...} (default
 	// "workspaces").
-	RolesClaim string `json:"roles_claim"`
+	RolesClaim string `json:"roles_claim" role:"manage" default:"\"workspaces\"" doc:"the JWT claim mapping workspace ids to roles, e.g. {\"ws_123\": \"OWNER\"}"`
 	// PortalCodes maps X-PORTAL-ACCESS-CODE values to portal names.
-	PortalCodes map[string]string `json:"portal_codes"`
+	PortalCodes map[string]string `json:"portal_codes" role:"manage" default:"{}" doc:"X-PORTAL-ACCESS-CODE value → portal name"`
 	// TestModePortals are the portals that may create TEST keys (default
 	// ["PARTNER"]).
-	TestModePortals []string `json:"test_mode_portals"`
+	TestModePortals []string `json:"test_mode_portals" role:"manage" default:"[\"PARTNER\"]" doc:"portals that may create TEST keys"`
 	// KeyHeaders are the request headers an API key is read from (default
 	// ["Authorization", "X-API-Key"]); Authorization must be "Bearer <key>".
-	KeyHeaders []string `json:"key_headers"`
+	KeyHeaders []string `json:"key_headers" role:"enforce" default:"[\"Authorization\",\"X-API-Key\"]" doc:"headers the key is read from; Authorization must be \"Bearer <key>\""`
 	// RequiredScopes must all be granted to the key. Required, non-empty,
 	// for enforce.
-	RequiredScopes []string `json:"required_scopes"`
+	RequiredScopes []string `json:"required_scopes" role:"enforce" doc:"required for enforce, non-empty: every one must be granted"`
 	// AllowedModes are the key modes the route accepts, "LIVE" and/or
 	// "TEST" (default ["LIVE"]).
-	AllowedModes []string `json:"allowed_modes"`
+	AllowedModes []string `json:"allowed_modes" role:"enforce" default:"[\"LIVE\"]" doc:"key modes the route accepts: LIVE and/or TEST"`
 	// HideCredentials removes the header that carried the key before
 	// proxying (default true).
-	HideCredentials *bool `json:"hide_credentials"`
+	HideCredentials *bool `json:"hide_credentials" role:"enforce" default:"true" doc:"remove the key's header before proxying"`
 	// CacheTTLMS is how long key facts are cached (1..1000, default 1000):
 	// a revoked or expired key is rejected within this bound.
-	CacheTTLMS *int `json:"cache_ttl_ms"`
+	CacheTTLMS *int `json:"cache_ttl_ms" role:"enforce" default:"1000" doc:"how long key facts are cached, 1..1000: the revocation bound"`
 	// FailureLimitPerMinute is the failed-verification limiter's refill rate
 	// (0..60000, default 30; 0 turns the limiter off): repeated invalid keys
 	// (4012) or bad JWTs (4010) from one client IP, and repeated denials
 	// (4033/4034/4035) of one API key id, are answered 429/4290 with
 	// Retry-After, before the key service is asked.
-	FailureLimitPerMinute *int `json:"failure_limit_per_minute"`
+	FailureLimitPerMinute *int `json:"failure_limit_per_minute" role:"both" default:"30" doc:"failures forgiven per minute per client IP or key id, 0..60000; 0 turns the limiter off"`
 	// FailureBurst is how many failures a client IP or key id may have at
 	// once before the limiter answers 429 (1..10000, default 20).
-	FailureBurst *int `json:"failure_burst"`
+	FailureBurst *int `json:"failure_burst" role:"both" default:"20" doc:"failures at once before 429/4290, 1..10000"`
 
 	// Instance state, built once (go-pdk's reflection skips unexported
 	// fields, and json leaves them alone).

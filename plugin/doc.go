@@ -132,29 +132,30 @@
 //
 // Absent or null fields take the default; pointer-typed numbers and booleans
 // tell an explicit 0/false from "absent".
+// Generated from Config's tags by `go generate ./plugin`; do not edit:
 //
-//	field               role     default                          meaning
-//	route_role          both     (required)                       manage or enforce
-//	sidecar_url         enforce  http://127.0.0.1:8080            http://host:port or unix:/abs/path.sock
-//	sidecar_timeout_ms  enforce  1000                             per verify call, 1..60000; over it → 504/5040
-//	gateway_secret      both     (required; or the environment)   ≥ 16 bytes, shared with the sidecar
-//	jwt_algorithms      manage   (required)                       subset of HS256/384/512 RS256/384/512 PS256/384/512 ES256/384/512 EdDSA
-//	jwt_secret          manage   —                                HMAC secret, ≥ 32 bytes, required with an HS* algorithm
-//	jwt_public_keys     manage   []                               PEM: PUBLIC KEY / RSA PUBLIC KEY / CERTIFICATE; RSA ≥ 2048, P-256/384/521, Ed25519
-//	jwks_url            manage   —                                http(s) JWKS; RSA, EC and OKP (Ed25519) signature keys
-//	jwt_issuer          manage   —                                iss must equal it when set
-//	jwt_audience        manage   —                                aud must contain it when set
-//	jwt_leeway_seconds  manage   30                               0..600, for exp/nbf/iat
-//	roles_claim         manage   workspaces                       claim {"<workspaceId>": "OWNER"|…}
-//	portal_codes        manage   {}                               X-PORTAL-ACCESS-CODE value → portal name
-//	test_mode_portals   manage   ["PARTNER"]                      portals whose assertion says allowTestMode
-//	key_headers         enforce  ["Authorization","X-API-Key"]    Authorization must be "Bearer <key>"
-//	required_scopes     enforce  (required, non-empty)            every one must be granted
-//	allowed_modes       enforce  ["LIVE"]                         LIVE and/or TEST
-//	hide_credentials    enforce  true                             remove the key's header before proxying
-//	cache_ttl_ms        enforce  1000                             1..1000: the revocation bound
-//	failure_limit_per_minute both 30                              0..60000 failures/min refilled per client IP or key id; 0: limiter off
-//	failure_burst       both     20                               1..10000 failures at once before 429/4290
+//	field                     role     type                     default                        meaning
+//	route_role                both     string                   —                              required: manage (key-management routes) or enforce (product traffic)
+//	sidecar_url               enforce  string                   "http://127.0.0.1:8080"        where the verify API is: http://host:port or unix:/abs/path.sock
+//	sidecar_timeout_ms        enforce  integer                  1000                           per verify call, 1..60000; over it 504/5040
+//	gateway_secret            both     string                   —                              shared with the sidecar, at least 16 bytes; when empty, from $KEYGATE_GATEWAY_SECRET or the file $KEYGATE_GATEWAY_SECRET_FILE names
+//	jwt_algorithms            manage   array of string          —                              required for manage: the accepted algorithms, a subset of HS256/384/512 RS256/384/512 PS256/384/512 ES256/384/512 EdDSA
+//	jwt_secret                manage   string                   —                              HMAC secret, at least 32 bytes; required with an HS* algorithm
+//	jwt_public_keys           manage   array of string          []                             PEM public keys (PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE): RSA ≥ 2048 bits, EC P-256/384/521, Ed25519
+//	jwks_url                  manage   string                   —                              JWKS endpoint (https; http only to loopback), keys cached by kid, refreshed at most once per 10 s
+//	jwt_issuer                manage   string                   —                              iss must equal it when set
+//	jwt_audience              manage   string                   —                              aud must contain it when set
+//	jwt_leeway_seconds        manage   integer                  30                             clock skew allowed on exp/nbf/iat, 0..600
+//	roles_claim               manage   string                   "workspaces"                   the JWT claim mapping workspace ids to roles, e.g. {"ws_123": "OWNER"}
+//	portal_codes              manage   map of string to string  {}                             X-PORTAL-ACCESS-CODE value → portal name
+//	test_mode_portals         manage   array of string          ["PARTNER"]                    portals that may create TEST keys
+//	key_headers               enforce  array of string          ["Authorization","X-API-Key"]  headers the key is read from; Authorization must be "Bearer <key>"
+//	required_scopes           enforce  array of string          —                              required for enforce, non-empty: every one must be granted
+//	allowed_modes             enforce  array of string          ["LIVE"]                       key modes the route accepts: LIVE and/or TEST
+//	hide_credentials          enforce  boolean                  true                           remove the key's header before proxying
+//	cache_ttl_ms              enforce  integer                  1000                           how long key facts are cached, 1..1000: the revocation bound
+//	failure_limit_per_minute  both     integer                  30                             failures forgiven per minute per client IP or key id, 0..60000; 0 turns the limiter off
+//	failure_burst             both     integer                  20                             failures at once before 429/4290, 1..10000
 //
 // On a manage route the workspace is the path segment after
 // /web/v1/workspaces/ in kong.request.get_path (the path the client sent);

@@ -45,6 +45,9 @@ type cache struct {
 	ristretto *ristretto.Cache[uint64, *entry]
 	gen       atomic.Uint64
 	hot       *[hotSlots]atomic.Pointer[entry]
+	// onMiss, when set, sees the facts of every entry read from the store
+	// (the expiry timers of the invalidation stream); never on a hit.
+	onMiss func(*apikey.Facts)
 }
 
 // hotSlots is the size of the table of hot entries (1 MiB of pointers: of
@@ -262,6 +265,9 @@ func (c *cache) find(ctx context.Context, h [32]byte) (*entry, error) {
 	f, err := c.Store.Lookup(ctx, h)
 	if err != nil {
 		return nil, err
+	}
+	if c.onMiss != nil {
+		c.onMiss(f)
 	}
 	e, size := newEntry(f, h, g)
 	c.ristretto.Set(cacheKey(&h), e, size+entryOverhead)

@@ -33,7 +33,7 @@ func TestPostgresBoundWhenDatabaseUnreachable(t *testing.T) {
 	}
 	defer cb.Close()
 	var invalidations atomic.Int64
-	b.Subscribe(context.Background(), func() {
+	b.Subscribe(context.Background(), func(string) {
 		invalidations.Add(1)
 		cb.invalidate()
 	})

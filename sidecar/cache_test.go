@@ -315,7 +315,7 @@ func TestCacheInvalidatedByPostgres(t *testing.T) {
 	b := testCache(t, pb, CacheOptions{NumCounters: 1000, MaxCost: 1 << 20})
 	defer b.Close()
 	subscribed := make(chan struct{}, 1)
-	pb.Subscribe(context.Background(), func() {
+	pb.Subscribe(context.Background(), func(string) {
 		b.invalidate()
 		select {
 		case subscribed <- struct{}{}:

@@ -268,6 +268,9 @@ func (s *Server) get(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id s
 func (s *Server) revoke(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id string, who caller) (envelope.Code, error) {
 	now := time.Now().Unix()
 	k, err := s.store.Revoke(sc, ws, id, now, s.newEvent(store.ActionRevoked, rid, who))
+	// Pushed before the answer, failed or not (a failure may have
+	// committed): when the caller sees 200, every live stream has it queued.
+	s.push.key(id)
 	if err != nil {
 		return "", err
 	}
@@ -296,6 +299,10 @@ func (s *Server) roll(ctx *fasthttp.RequestCtx, sc context.Context, rid, ws, id 
 	secret := apikey.NewSecret(cur.Mode)
 	k, err := s.store.Roll(sc, ws, id, apikey.Hash(secret.Reveal()), apikey.Hint(secret.Reveal()), now, now+window,
 		s.newEvent(store.ActionRolled, rid, who))
+	s.push.key(id) // facts of the key change: its secrets
+	if err == nil && window > 0 {
+		s.push.watchExpiry(id, now+window) // the old secret's window ends
+	}
 	if errors.Is(err, store.ErrRevoked) {
 		return "", badRequest("apiKeyId %s is revoked and cannot be rolled", id)
 	}

@@ -16,6 +16,9 @@ import (
 //	keygate_management_requests_total{code}  management responses by envelope code
 //	keygate_store_seconds{op}                store operation latency (histogram);
 //	                                         op "lookup" counts verify cache misses only
+//	keygate_push_subscribers                 open invalidation streams (gauge)
+//	keygate_push_invalidations_total         invalidations published (key ids and "all")
+//	keygate_push_overflows_total             streams cut off for falling behind
 //
 // Counters are atomics indexed by code: recording one costs no lock and no
 // allocation. No label ever carries a key, secret or token.
@@ -23,6 +26,7 @@ type metrics struct {
 	verify [codeSlots]atomic.Uint64
 	manage [codeSlots]atomic.Uint64
 	store  map[string]*histogram
+	push   *pushHub
 }
 
 var codeIndex = func() map[envelope.Code]int {
@@ -101,6 +105,17 @@ func (m *metrics) write(w io.Writer) {
 		if n := m.manage[i].Load(); n > 0 {
 			fmt.Fprintf(w, "keygate_management_requests_total{code=%q} %d\n", c, n)
 		}
+	}
+	if m.push != nil {
+		fmt.Fprintln(w, "# HELP keygate_push_subscribers Open invalidation streams.")
+		fmt.Fprintln(w, "# TYPE keygate_push_subscribers gauge")
+		fmt.Fprintf(w, "keygate_push_subscribers %d\n", m.push.nsubs.Load())
+		fmt.Fprintln(w, "# HELP keygate_push_invalidations_total Invalidations published to the streams (key ids and drop-everything).")
+		fmt.Fprintln(w, "# TYPE keygate_push_invalidations_total counter")
+		fmt.Fprintf(w, "keygate_push_invalidations_total %d\n", m.push.pushed.Load())
+		fmt.Fprintln(w, "# HELP keygate_push_overflows_total Streams disconnected because their subscriber fell behind.")
+		fmt.Fprintln(w, "# TYPE keygate_push_overflows_total counter")
+		fmt.Fprintf(w, "keygate_push_overflows_total %d\n", m.push.overflows.Load())
 	}
 	fmt.Fprintln(w, "# HELP keygate_store_seconds Store operation latency.")
 	fmt.Fprintln(w, "# TYPE keygate_store_seconds histogram")

@@ -83,6 +83,7 @@ func TestOpenAPICoversTheAPI(t *testing.T) {
 		"GET /console/",
 		"GET /console/{file}",
 		"GET /healthz",
+		"GET /internal/v1/invalidations",
 		"GET /metrics",
 		"GET /openapi.yaml",
 		"GET /readyz",

@@ -118,9 +118,10 @@ func LoadScopes(path string) (map[string]bool, error) {
 
 // invalidationSource is a store shared with other sidecars (PostgreSQL): it
 // calls invalidate whenever cached lookups may be stale, so that a key
-// revoked or rolled through any sidecar is rejected by this one within 1 s.
+// revoked or rolled through any sidecar is rejected by this one within 1 s:
+// with the key id when one key changed, with "" when anything may have.
 type invalidationSource interface {
-	Subscribe(ctx context.Context, invalidate func())
+	Subscribe(ctx context.Context, invalidate func(id string))
 }
 
 // stalenessBound is a store whose cached view may lag a change made
@@ -146,6 +147,7 @@ type Server struct {
 	metricsSrv *fasthttp.Server
 	metricsLn  net.Listener
 	metrics    *metrics
+	push       *pushHub // the invalidation streams (push.go)
 	usage      *usage
 	seen       *seenIDs // identity assertions accepted, to refuse replays
 	cacheMs    int      // how long the plugin may cache a verify answer
@@ -219,13 +221,20 @@ func Start(cfg Config) (*Server, error) {
 		}
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), done: make(chan error, 1), seen: newSeenIDs(cfg.MaxAssertions)}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), push: newPushHub(), done: make(chan error, 1), seen: newSeenIDs(cfg.MaxAssertions)}
+	s.metrics.push = s.push
 	c, err := newCache(metered{cfg.Store, s.metrics}, cfg.Cache)
 	if err != nil {
 		cfg.Store.Close()
 		return nil, err
 	}
 	s.cache, s.store = c, c
+	// A miss: a fact that will expire gets its push timer (push.go).
+	c.onMiss = func(f *apikey.Facts) {
+		if f.ExpiresAt != 0 && !f.Revoked {
+			s.push.watchExpiry(f.APIKeyID, f.ExpiresAt)
+		}
+	}
 	if src, ok := cfg.Store.(invalidationSource); ok {
 		src.Subscribe(context.Background(), s.invalidate) // runs until the store is closed
 	}
@@ -322,8 +331,16 @@ func listen(addr string) (net.Listener, error) {
 }
 
 // invalidate is called by the store (Subscribe) whenever a key may have
-// changed elsewhere: cached verify answers are stale from then on.
-func (s *Server) invalidate() { s.cache.invalidate() }
+// changed elsewhere (id, or "" for any key): cached verify answers are
+// stale from then on, here and in the plugins that hear the stream.
+func (s *Server) invalidate(id string) {
+	s.cache.invalidate()
+	if id == "" {
+		s.push.all()
+	} else {
+		s.push.key(id)
+	}
+}
 
 // Addr is the listening address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
@@ -340,6 +357,7 @@ func (s *Server) MetricsAddr() net.Addr {
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stop.Do(func() {
+		s.push.close() // the streams end, so that the server can drain
 		err = s.srv.ShutdownWithContext(ctx)
 		if s.metricsSrv != nil {
 			s.metricsSrv.ShutdownWithContext(ctx)
@@ -482,6 +500,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.handleVerify(ctx, rid)
+		return
+	}
+	if string(ctx.Path()) == InvalidationsPath {
+		if !ctx.IsGet() {
+			methodNotAllowed(ctx, rid, "GET")
+			return
+		}
+		s.handleInvalidations(ctx, rid)
 		return
 	}
 	path := string(ctx.Path())

@@ -771,14 +771,15 @@ func (p *Postgres) Close() error {
 }
 
 // Subscribe starts the cluster-wide invalidation listener (see the
-// description at the top of this file): invalidate is called on every
-// notification of a revoke or roll made by any sidecar, once after every
+// description at the top of this file): invalidate is called with the key
+// id on every notification of a revoke or roll made by any sidecar, and
+// with "" (everything may be stale) once after every
 // (re)connect of the LISTEN connection, and every 100 ms while the listener
 // cannot prove it has seen every change committed more than 600 ms ago. It
 // returns at once; the listener runs until ctx is done or the store is
 // closed, reconnecting with backoff (50 ms doubling to 2 s, jittered).
 // invalidate must be cheap and safe for concurrent use.
-func (p *Postgres) Subscribe(ctx context.Context, invalidate func()) {
+func (p *Postgres) Subscribe(ctx context.Context, invalidate func(id string)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed.Load() {
@@ -803,7 +804,7 @@ func (p *Postgres) Subscribe(ctx context.Context, invalidate func()) {
 
 type listener struct {
 	p  *Postgres
-	fn func()
+	fn func(id string) // "": everything
 	// anchor (ns on p.t0's monotonic clock): every change committed
 	// before it has reached fn.
 	anchor atomic.Int64
@@ -821,7 +822,7 @@ func (l *listener) watch(ctx context.Context) {
 			return
 		case <-t.C:
 			if l.now()-l.anchor.Load() > int64(leaseTTL) {
-				l.fn()
+				l.fn("")
 			}
 		}
 	}
@@ -854,7 +855,7 @@ func (l *listener) run(ctx context.Context) {
 // fails. up reports whether LISTEN succeeded.
 func (l *listener) session(ctx context.Context) (up bool, err error) {
 	cfg := l.p.listen.Copy()
-	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) { l.fn() }
+	cfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) { l.fn(n.Payload) }
 	cctx, cancel := context.WithTimeout(ctx, l.p.opts.ConnectTimeout+time.Second)
 	conn, err := pgconn.ConnectConfig(cctx, cfg)
 	cancel()
@@ -876,7 +877,7 @@ func (l *listener) session(ctx context.Context) (up bool, err error) {
 	// Notifications sent while we were away are lost: everything cached
 	// before now is stale. Every change committed before LISTEN was sent
 	// is covered by this call.
-	l.fn()
+	l.fn("")
 	l.anchor.Store(sent)
 	l.p.log.Info("invalidation listener subscribed", "channel", NotifyChannel)
 	prev := sent

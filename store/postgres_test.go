@@ -246,8 +246,15 @@ func TestPostgresNotifyInvalidates(t *testing.T) {
 	defer b.Close()
 	var calls atomic.Int64
 	subscribed := make(chan struct{}, 1)
-	b.Subscribe(context.Background(), func() {
+	ids := make(chan string, 16)
+	b.Subscribe(context.Background(), func(id string) {
 		calls.Add(1)
+		if id != "" {
+			select {
+			case ids <- id:
+			default:
+			}
+		}
 		select {
 		case subscribed <- struct{}{}:
 		default:
@@ -276,6 +283,14 @@ func TestPostgresNotifyInvalidates(t *testing.T) {
 	if f, err := b.Lookup(ctx, apikey.Hash(secret)); err != nil || !f.Revoked {
 		t.Fatalf("lookup on b after the invalidation: %+v %v", f, err)
 	}
+	select { // the notification names the key, so the plugins drop only its facts
+	case id := <-ids:
+		if id != k.ID {
+			t.Errorf("notification named %q, want %q", id, k.ID)
+		}
+	case <-time.After(time.Second):
+		t.Error("no notification named the revoked key")
+	}
 	// In steady state the watchdog stays quiet: only notifications invalidate.
 	n := calls.Load()
 	time.Sleep(time.Second)
@@ -292,7 +307,7 @@ func TestPostgresListenerLostConnection(t *testing.T) {
 	p := openPostgres(t, dsn)
 	defer p.Close()
 	var calls atomic.Int64
-	p.Subscribe(context.Background(), func() { calls.Add(1) })
+	p.Subscribe(context.Background(), func(string) { calls.Add(1) })
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {

@@ -20,34 +20,27 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// Bucket layout of the bbolt file:
+// Bucket layout of the bbolt file (format version 1):
 //
 //	keys     apiKeyId                      → JSON Key
-//	hashes   SHA-256(secret) (32 bytes)    → apiKeyId + validUntil (8 bytes BE, 0 = current secret)
-//	                                         + 0x02 + the key's facts (format v2, boltfacts.go)
+//	hashes   SHA-256(secret) (32 bytes)    → apiKeyId + validUntil + the key's facts (boltfacts.go)
 //	wsidx    workspaceId 0x00 seq (8 BE)   → apiKeyId            (creation order, for List)
 //	events   workspaceId 0x00 seq (8 BE)   → JSON Event
 //	kevents  apiKeyId 0x00 seq (8 BE)      → JSON Event          (events of one key)
 //	used     apiKeyId                      → lastUsedAt (8 bytes BE, Unix seconds)
-//	meta     "facts"                       → id of the last write transaction (8 BE) made in step
+//	meta     "version"                     → the format version (4 bytes BE)
 //
 // lastUsedAt has a bucket of its own so that its flushes, which may touch
 // every key in use each minute, rewrite small values in a small bucket and
-// never read or rewrite the key records (Get and List read it beside the
-// record; a record's own "used" field is from files written before).
+// never read or rewrite the key records.
 //
 // The JSON Key is the record of a key; a hashes value repeats what a
 // verification needs of it (apikey.Facts), so that Lookup reads one small
 // value. Every write of a field of the facts rewrites the hashes values of
 // all the key's secrets in the same transaction.
 //
-// Every write transaction of this code also stamps its own id in meta. A
-// file whose last write was not stamped — written before v2 (its hashes
-// values hold the apiKeyId + validUntil alone), or changed since by an
-// older keygate that updates key records only (a revoke after a downgrade)
-// — is brought back in step when it is opened: every hashes value is
-// derived again from its key record (syncFacts; seconds for a million
-// keys). Lookup still reads the old form, from the key record, meanwhile.
+// OpenBolt writes the version into a new file and refuses a file of any
+// other version, or of none: keygate converts no key file.
 var (
 	bKeys    = []byte("keys")
 	bHashes  = []byte("hashes")
@@ -55,13 +48,15 @@ var (
 	bEvents  = []byte("events")
 	bKEvents = []byte("kevents")
 	bUsed    = []byte("used")
-	buckets  = [][]byte{bKeys, bHashes, bWsIdx, bEvents, bKEvents, bUsed}
-	// bMeta holds "facts": the id (8 bytes BE) of the last write
-	// transaction made by a binary that keeps the hashes values' facts in
-	// step (see factsInStep).
-	bMeta     = []byte("meta")
-	metaFacts = []byte("facts")
+	bMeta    = []byte("meta")
+	buckets  = [][]byte{bKeys, bHashes, bWsIdx, bEvents, bKEvents, bUsed, bMeta}
+	// metaVersion is the key of the format version in bMeta.
+	metaVersion = []byte("version")
 )
+
+// FormatVersion is the version of the bbolt file format this build reads
+// and writes.
+const FormatVersion = 1
 
 // BoltOptions tune the bbolt backend; zero values take the defaults.
 type BoltOptions struct {
@@ -79,14 +74,14 @@ type BoltOptions struct {
 
 // Bolt is the embedded bbolt backend.
 type Bolt struct {
-	db     *bolt.DB
-	inStep bool // every write stamps the file (stampFacts); set at open
+	db *bolt.DB
 }
 
 var _ Store = (*Bolt)(nil)
 
 // OpenBolt opens (creating if needed, with its directory) the bbolt file at
-// path. A file locked by another process fails after LockTimeout.
+// path. A file locked by another process fails after LockTimeout; a file of
+// another format version than FormatVersion is refused and left as it is.
 func OpenBolt(path string, o BoltOptions) (*Bolt, error) {
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = 3 * time.Second
@@ -113,54 +108,53 @@ func OpenBolt(path string, o BoltOptions) (*Bolt, error) {
 	}
 	db.MaxBatchSize = o.MaxBatchSize
 	db.MaxBatchDelay = o.MaxBatchDelay
-	// inStep: the last write to the file was ours, so its facts copies are
-	// in step with the key records (see the layout comment).
-	inStep := false
+	fresh := false
 	err = db.View(func(tx *bolt.Tx) error {
-		inStep = factsInStep(tx)
-		return nil
+		var err error
+		fresh, err = checkVersion(tx)
+		return err
 	})
-	if err == nil {
-		err = db.Update(func(tx *bolt.Tx) error {
-			for _, b := range append(buckets, bMeta) {
-				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-					return err
-				}
-			}
-			if inStep {
-				return stampFacts(tx)
-			}
-			return nil
-		})
-	}
-	if err == nil && !inStep {
-		// A file that is full stays out of step: its values still read
-		// as they did, and the next open tries again.
-		if err = syncFacts(db); err == nil {
-			inStep = true
-		} else if errors.Is(mapErr(err), ErrFull) {
-			err = nil
-		}
+	if err == nil && fresh {
+		err = db.Update(initFile)
 	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open key db %s: %w", path, mapErr(err))
 	}
-	return &Bolt{db: db, inStep: inStep}, nil
+	return &Bolt{db: db}, nil
 }
 
-// update and batch run fn in a write transaction (db.Update, db.Batch)
-// and, when the file's facts are in step, stamp it as ours.
-func (b *Bolt) update(fn func(*bolt.Tx) error) error { return b.db.Update(b.stamped(fn)) }
-func (b *Bolt) batch(fn func(*bolt.Tx) error) error  { return b.db.Batch(b.stamped(fn)) }
+// checkVersion reports whether the file is new (no bucket at all), or
+// else an error unless its meta bucket holds FormatVersion.
+func checkVersion(tx *bolt.Tx) (fresh bool, err error) {
+	var v []byte
+	if m := tx.Bucket(bMeta); m != nil {
+		v = m.Get(metaVersion)
+	}
+	switch {
+	case len(v) == 4 && binary.BigEndian.Uint32(v) == FormatVersion:
+		return false, nil
+	case len(v) == 4:
+		return false, fmt.Errorf("format version %d, and this keygate reads version %d only: use the keygate that wrote it", binary.BigEndian.Uint32(v), FormatVersion)
+	case v != nil:
+		return false, fmt.Errorf("format version unreadable (%d bytes), and this keygate reads version %d only", len(v), FormatVersion)
+	}
+	empty := true
+	tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+	if !empty {
+		return false, fmt.Errorf("no format version (a file of a development build of keygate, or not keygate's), and this keygate reads version %d only", FormatVersion)
+	}
+	return true, nil
+}
 
-func (b *Bolt) stamped(fn func(*bolt.Tx) error) func(*bolt.Tx) error {
-	return func(tx *bolt.Tx) error {
-		if err := fn(tx); err != nil || !b.inStep {
+// initFile makes a new file one of FormatVersion.
+func initFile(tx *bolt.Tx) error {
+	for _, b := range buckets {
+		if _, err := tx.CreateBucket(b); err != nil {
 			return err
 		}
-		return stampFacts(tx)
 	}
+	return tx.Bucket(bMeta).Put(metaVersion, binary.BigEndian.AppendUint32(nil, FormatVersion))
 }
 
 func mapErr(err error) error {
@@ -192,11 +186,14 @@ func (b *Bolt) Create(ctx context.Context, k *Key, h [32]byte, ev Event) error {
 	if err != nil {
 		return err
 	}
-	hv := appendFactsValue(nil, k, 0)
+	hv, err := appendFactsValue(nil, k, 0)
+	if err != nil {
+		return err
+	}
 	ev.APIKeyID, ev.WorkspaceID = k.ID, k.WorkspaceID
 	// Batch functions may run more than once: everything they write is
 	// derived from their arguments and rolled back with a failed tx.
-	return mapErr(b.batch(func(tx *bolt.Tx) error {
+	return mapErr(b.db.Batch(func(tx *bolt.Tx) error {
 		keys := tx.Bucket(bKeys)
 		if keys.Get([]byte(k.ID)) != nil {
 			return ErrConflict
@@ -220,6 +217,16 @@ func (b *Bolt) Create(ctx context.Context, k *Key, h [32]byte, ev Event) error {
 		}
 		return putEvent(tx, &ev, k.CreatedAt)
 	}))
+}
+
+// putFacts writes the hashes value of secret h of k, valid until
+// validUntil.
+func putFacts(hashes *bolt.Bucket, h []byte, k *Key, validUntil int64) error {
+	v, err := appendFactsValue(nil, k, validUntil)
+	if err != nil {
+		return err
+	}
+	return hashes.Put(h, v)
 }
 
 func putEvent(tx *bolt.Tx, ev *Event, at int64) error {
@@ -260,7 +267,7 @@ func getKey(tx *bolt.Tx, ws, id string) (*Key, error) {
 		return nil, ErrNotFound
 	}
 	if u := tx.Bucket(bUsed).Get([]byte(id)); len(u) == 8 {
-		k.LastUsedAt = max(k.LastUsedAt, int64(binary.BigEndian.Uint64(u)))
+		k.LastUsedAt = int64(binary.BigEndian.Uint64(u))
 	}
 	return &k, nil
 }
@@ -361,7 +368,7 @@ func (b *Bolt) Revoke(ctx context.Context, ws, id string, at int64, ev Event) (*
 		return nil, err
 	}
 	var out *Key
-	err := b.update(func(tx *bolt.Tx) error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
 		k, err := getKey(tx, ws, id)
 		if err != nil {
 			return err
@@ -380,7 +387,7 @@ func (b *Bolt) Revoke(ctx context.Context, ws, id string, at int64, ev Event) (*
 			if hashes.Get(h) == nil {
 				continue
 			}
-			if err := hashes.Put(h, appendFactsValue(nil, k, k.Secrets[i].Until)); err != nil {
+			if err := putFacts(hashes, h, k, k.Secrets[i].Until); err != nil {
 				return err
 			}
 		}
@@ -396,7 +403,7 @@ func (b *Bolt) Roll(ctx context.Context, ws, id string, newHash [32]byte, hint s
 		return nil, err
 	}
 	var out *Key
-	err := b.update(func(tx *bolt.Tx) error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
 		k, err := getKey(tx, ws, id)
 		if err != nil {
 			return err
@@ -421,13 +428,13 @@ func (b *Bolt) Roll(ctx context.Context, ws, id string, newHash [32]byte, hint s
 			if ref.Until == 0 || oldValidUntil < ref.Until {
 				ref.Until = oldValidUntil
 			}
-			if err := hashes.Put(ref.Hash[:], appendFactsValue(nil, k, ref.Until)); err != nil {
+			if err := putFacts(hashes, ref.Hash[:], k, ref.Until); err != nil {
 				return err
 			}
 			kept = append(kept, ref)
 		}
 		k.Secrets = append(kept, SecretRef{Hash: SecretHash(newHash)})
-		if err := hashes.Put(newHash[:], appendFactsValue(nil, k, 0)); err != nil {
+		if err := putFacts(hashes, newHash[:], k, 0); err != nil {
 			return err
 		}
 		k.SecretHint = hint
@@ -441,56 +448,19 @@ func (b *Bolt) Roll(ctx context.Context, ws, id string, newHash [32]byte, hint s
 	return out, mapErr(err)
 }
 
-// lookupRecord is the part of a stored Key that a verification needs;
-// decoding only it skips the name, hint and secrets of the record.
-type lookupRecord struct {
-	ID          string      `json:"id"`
-	WorkspaceID string      `json:"ws"`
-	Mode        apikey.Mode `json:"mode"`
-	Scopes      []string    `json:"scopes"`
-	IPWhitelist []string    `json:"ips"`
-	ExpiresAt   int64       `json:"expires"`
-	RevokedAt   int64       `json:"revoked"`
-}
-
-// lookupKey reads the fields of key id that its facts are made of.
-func lookupKey(tx *bolt.Tx, id []byte) (*Key, error) {
-	v := tx.Bucket(bKeys).Get(id)
-	if v == nil {
-		return nil, ErrNotFound
-	}
-	var r lookupRecord
-	if err := json.Unmarshal(v, &r); err != nil {
-		return nil, fmt.Errorf("store: decode key %s: %w", id, err)
-	}
-	return &Key{ID: r.ID, WorkspaceID: r.WorkspaceID, Mode: r.Mode, Scopes: r.Scopes, IPWhitelist: r.IPWhitelist,
-		ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt}, nil
-}
-
-// Lookup implements Store. It reads the hashes value alone, unless the
-// value is of the old form.
+// Lookup implements Store. It reads the hashes value alone.
 func (b *Bolt) Lookup(ctx context.Context, h [32]byte) (*apikey.Facts, error) {
 	var f *apikey.Facts
 	err := b.db.View(func(tx *bolt.Tx) error {
 		hv := tx.Bucket(bHashes).Get(h[:])
-		var err error
-		switch {
-		case len(hv) > hashHead && hv[hashHead] == factsV2:
-			if f, err = decodeFactsValue(hv); err != nil {
-				return fmt.Errorf("store: hash value of key %s: %w", hv[:apikey.IDLen], err)
-			}
-			return nil
-		case len(hv) > hashHead:
-			return fmt.Errorf("store: hash value of key %s: unknown format %d", hv[:apikey.IDLen], hv[hashHead])
-		case len(hv) != hashHead:
+		if hv == nil {
 			return ErrNotFound
 		}
-		k, err := lookupKey(tx, hv[:apikey.IDLen])
-		if err != nil {
-			return err
+		var err error
+		if f, err = decodeFactsValue(hv); err != nil {
+			return fmt.Errorf("store: hash value of key %q: %w", hv[:min(len(hv), apikey.IDLen)], err)
 		}
-		f, err = k.Facts(int64(binary.BigEndian.Uint64(hv[apikey.IDLen:])))
-		return err
+		return nil
 	})
 	return f, mapErr(err)
 }
@@ -500,7 +470,7 @@ func (b *Bolt) Record(ctx context.Context, ev Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return mapErr(b.batch(func(tx *bolt.Tx) error {
+	return mapErr(b.db.Batch(func(tx *bolt.Tx) error {
 		e := ev
 		return putEvent(tx, &e, time.Now().Unix())
 	}))
@@ -544,7 +514,7 @@ func (b *Bolt) TouchLastUsed(ctx context.Context, used map[string]int64) error {
 		return nil
 	}
 	ids := slices.Sorted(maps.Keys(used)) // in key order: neighbours share pages
-	return mapErr(b.update(func(tx *bolt.Tx) error {
+	return mapErr(b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bUsed)
 		for _, id := range ids {
 			at := used[id]

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -23,7 +23,7 @@ func cidrs16(n int) []string {
 	return out
 }
 
-// factsKeys are keys of every shape the v2 value has to carry.
+// factsKeys are keys of every shape a hashes value has to carry.
 func factsKeys() map[string]*Key {
 	id := apikey.NewID(apikey.Live)
 	long := func(c byte, n int) string { return strings.Repeat(string(c), n) }
@@ -58,18 +58,21 @@ func factsKeys() map[string]*Key {
 	}
 }
 
-// TestFactsValueIsFacts: decoding the v2 value gives exactly what
+// TestFactsValueIsFacts: decoding a hashes value gives exactly what
 // Key.Facts gives for the key and window it was written from.
 func TestFactsValueIsFacts(t *testing.T) {
 	t.Parallel()
 	for name, k := range factsKeys() {
 		for _, until := range []int64{0, 1_600_000_000, 1_800_000_000, 1_900_000_000, 1} {
-			v := appendFactsValue([]byte("prefix"), k, until)
+			v, err := appendFactsValue([]byte("prefix"), k, until)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
 			if !bytes.HasPrefix(v, []byte("prefix")) {
 				t.Fatalf("%s: dst not appended to", name)
 			}
 			v = v[len("prefix"):]
-			if len(v) <= hashHead || string(v[:apikey.IDLen]) != k.ID || int64(binary.BigEndian.Uint64(v[apikey.IDLen:])) != until || v[hashHead] != factsV2 {
+			if len(v) <= hashHead || string(v[:apikey.IDLen]) != k.ID || int64(binary.BigEndian.Uint64(v[apikey.IDLen:])) != until || v[hashHead] != byte(k.Mode) {
 				t.Fatalf("%s: head % x", name, v[:hashHead+1])
 			}
 			want, err := k.Facts(until)
@@ -87,10 +90,11 @@ func TestFactsValueIsFacts(t *testing.T) {
 	}
 }
 
-// TestFactsValueOldFormFallback: facts the decoder would refuse are written
-// in the old form, which Lookup reads from the key record.
-func TestFactsValueOldFormFallback(t *testing.T) {
+// TestFactsValueRefusesUnstorable: a key whose facts the decoder would
+// refuse is not written: Create fails and stores nothing.
+func TestFactsValueRefusesUnstorable(t *testing.T) {
 	t.Parallel()
+	b := openBulkTest(t, "k.db")
 	id := apikey.NewID(apikey.Live)
 	for name, k := range map[string]*Key{
 		"non-canonical whitelist": {ID: id, WorkspaceID: "ws", IPWhitelist: []string{"10.0.0.1/8"}},
@@ -100,19 +104,31 @@ func TestFactsValueOldFormFallback(t *testing.T) {
 		"long scope":              {ID: id, WorkspaceID: "ws", Scopes: []string{strings.Repeat("s", apikey.MaxScopeLen+1)}},
 		"too many whitelist":      {ID: id, WorkspaceID: "ws", IPWhitelist: cidrs16(apikey.MaxIPWhitelist + 1)},
 	} {
-		v := appendFactsValue(nil, k, 7)
-		if len(v) != len(k.ID)+8 || string(v[:len(k.ID)]) != k.ID || binary.BigEndian.Uint64(v[len(k.ID):]) != 7 {
-			t.Errorf("%s: % x, want the old form", name, v)
+		if v, err := appendFactsValue(nil, k, 7); err == nil {
+			t.Errorf("%s: encoded as % x", name, v)
+		}
+		h := apikey.Hash(name)
+		if err := b.Create(context.Background(), k, h, Event{EventID: "e", Action: ActionCreated}); err == nil {
+			t.Errorf("%s: created", name)
+		}
+		if _, err := b.Get(context.Background(), "", k.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: stored: %v", name, err)
+		}
+		if _, err := b.Lookup(context.Background(), h); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: its hash stored: %v", name, err)
 		}
 	}
 }
 
-// TestFactsValueCorrupt: a truncated or corrupt v2 value is an error, never
-// a panic or wrong facts.
+// TestFactsValueCorrupt: a truncated or corrupt hashes value is an error,
+// never a panic or wrong facts.
 func TestFactsValueCorrupt(t *testing.T) {
 	t.Parallel()
 	for name, k := range factsKeys() {
-		v := appendFactsValue(nil, k, 5)
+		v, err := appendFactsValue(nil, k, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for n := range len(v) {
 			if f, err := decodeFactsValue(v[:n]); err == nil {
 				t.Fatalf("%s cut to %d of %d bytes: %+v", name, n, len(v), f)
@@ -123,10 +139,13 @@ func TestFactsValueCorrupt(t *testing.T) {
 		}
 	}
 	id := apikey.NewID(apikey.Live)
-	head := appendFactsValue(nil, &Key{ID: id}, 0)[:hashHead]
-	body := func(b ...byte) []byte { return append(append(append([]byte{}, head...), factsV2, 1, 0, 0), b...) }
+	v, err := appendFactsValue(nil, &Key{ID: id}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := v[:hashHead]
+	body := func(b ...byte) []byte { return append(append(append([]byte{}, head...), 1, 0, 0), b...) }
 	for name, v := range map[string][]byte{
-		"other tag":              append(append([]byte{}, head...), 3, 1, 0, 0, 0, 0, 0),
 		"workspace past the end": body(10, 'w', 0, 0),
 		"workspace over limit":   body(append([]byte{65}, strings.Repeat("w", 65)+"\x00\x00"...)...),
 		"too many scopes":        body(0, 66, 0),
@@ -151,7 +170,11 @@ func TestFactsValueCorrupt(t *testing.T) {
 
 func FuzzDecodeFactsValue(f *testing.F) {
 	for _, k := range factsKeys() {
-		f.Add(appendFactsValue(nil, k, 9))
+		v, err := appendFactsValue(nil, k, 9)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(v)
 	}
 	f.Fuzz(func(t *testing.T, v []byte) {
 		fa, err := decodeFactsValue(v)
@@ -173,28 +196,28 @@ func FuzzDecodeFactsValue(f *testing.F) {
 // scopes, ten CIDRs) takes four allocations: the strings, the facts, the
 // scopes and the whitelist.
 func TestFactsValueAllocs(t *testing.T) {
-	v := appendFactsValue(nil, factsKeys()["bench shape"], 0)
+	v, err := appendFactsValue(nil, factsKeys()["bench shape"], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n := testing.AllocsPerRun(100, func() { decodeFactsValue(v) }); n > 4 {
 		t.Fatalf("%v allocations", n)
 	}
 }
 
-// checkHashes fails unless every hashes value is v2 and gives the facts of
-// its key record, and returns the number of values.
+// checkHashes fails unless every hashes value gives the facts of its key
+// record, and returns the number of values.
 func checkHashes(t *testing.T, b *Bolt) int {
 	t.Helper()
 	n := 0
 	err := b.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bHashes).ForEach(func(h, v []byte) error {
 			n++
-			if len(v) <= hashHead || v[hashHead] != factsV2 {
-				return fmt.Errorf("hash %x: not v2: % x", h, v)
-			}
 			got, err := decodeFactsValue(v)
 			if err != nil {
 				return fmt.Errorf("hash %x: %v", h, err)
 			}
-			k, err := lookupKey(tx, v[:apikey.IDLen])
+			k, err := getKey(tx, "", string(v[:apikey.IDLen]))
 			if err != nil {
 				return err
 			}
@@ -278,216 +301,13 @@ func TestBoltWritesKeepFacts(t *testing.T) {
 	}
 }
 
-// downgrade rewrites every v2 hashes value to the old form (apiKeyId +
-// validUntil), as a file written before v2 holds them.
-func downgrade(t *testing.T, b *Bolt) {
-	t.Helper()
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		hashes := tx.Bucket(bHashes)
-		var ks, vs [][]byte
-		if err := hashes.ForEach(func(k, v []byte) error {
-			if len(v) > hashHead {
-				ks, vs = append(ks, bytes.Clone(k)), append(vs, bytes.Clone(v[:hashHead]))
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		for i := range ks {
-			if err := hashes.Put(ks[i], vs[i]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func txID(t *testing.T, b *Bolt) int {
-	t.Helper()
-	tx, err := b.db.Begin(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	return tx.ID()
-}
-
-// TestBoltUpgradesOldFormat: a file whose hashes values have the old form
-// reads the same through the key records, and opening it rewrites the
-// values to exactly what the write paths write, in several transactions;
-// opening it again writes nothing more.
-func TestBoltUpgradesOldFormat(t *testing.T) {
-	old := syncChunk
-	syncChunk = 4
-	t.Cleanup(func() { syncChunk = old })
-
-	path := filepath.Join(t.TempDir(), "k.db")
-	b, err := OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	now := time.Now().Unix()
-	in := bulkInputs(17)
-	if err := b.bulkCreate(ctx, in); err != nil {
-		t.Fatal(err)
-	}
-	var hashes [][32]byte
-	for _, bk := range in {
-		hashes = append(hashes, bk.SecretHash)
-	}
-	for i, k := range []*Key{
-		{WorkspaceID: "ws", Mode: apikey.Live, Scopes: nil, IPWhitelist: []string{"2001:db8::/32", "::1"}},
-		{WorkspaceID: "ws", Mode: apikey.Live, Scopes: []string{"a:b"}, IPWhitelist: []string{"10.0.0.1/8"}}, // not canonical: old form
-	} {
-		k.ID = apikey.NewID(k.Mode)
-		if err := b.Create(ctx, k, secretHash(i), Event{EventID: fmt.Sprint("c", i), Action: ActionCreated}); err != nil {
-			t.Fatal(err)
-		}
-		hashes = append(hashes, secretHash(i))
-	}
-	if _, err := b.Roll(ctx, in[3].Key.WorkspaceID, in[3].Key.ID, secretHash(20), "h", now, now+600, Event{EventID: "r", Action: ActionRolled}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Revoke(ctx, in[3].Key.WorkspaceID, in[3].Key.ID, now, Event{EventID: "v", Action: ActionRevoked}); err != nil {
-		t.Fatal(err)
-	}
-	hashes = append(hashes, secretHash(20))
-
-	type answer struct {
-		f   *apikey.Facts
-		err string
-	}
-	lookups := func() []answer {
-		var out []answer
-		for _, h := range hashes {
-			f, err := b.Lookup(ctx, h)
-			a := answer{f: f}
-			if err != nil {
-				a.err = err.Error()
-			}
-			out = append(out, a)
-		}
-		return out
-	}
-	want, wantFile := lookups(), dump(t, b)
-	if !strings.Contains(want[len(want)-2].err, "not canonical") || !want[3].f.Revoked || !want[len(want)-1].f.Revoked {
-		t.Fatalf("unexpected answers %+v", want)
-	}
-
-	downgrade(t, b)
-	if got := lookups(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("old form reads\n%+v\nnot\n%+v", got, want)
-	}
-	b.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bHashes).ForEach(func(h, v []byte) error {
-			if len(v) != hashHead {
-				t.Fatalf("not downgraded: %x", h)
-			}
-			return nil
-		})
-	})
-	before := txID(t, b)
-	b.Close()
-
-	if b, err = OpenBolt(path, BoltOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// One write transaction per 4 values (each chunk has some to rewrite),
-	// the one that creates the buckets and the stamp.
-	if n := txID(t, b) - before; n != (len(hashes)+3)/4+2 {
-		t.Errorf("upgrade took %d write transactions", n)
-	}
-	if got := dump(t, b); got != wantFile {
-		t.Fatalf("upgraded file differs:\n%s\nwant\n%s", got, wantFile)
-	}
-	if got := lookups(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("after upgrade\n%+v\nnot\n%+v", got, want)
-	}
-	before = txID(t, b)
-	b.Close()
-
-	if b, err = OpenBolt(path, BoltOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if n := txID(t, b) - before; n != 1 {
-		t.Errorf("opening an upgraded file took %d write transactions", n)
-	}
-	if got := dump(t, b); got != wantFile {
-		t.Fatal("second open changed the file")
-	}
-}
-
-// A file changed by an older keygate after it was upgraded (a downgrade:
-// key records written, hashes values not) is brought back in step when it
-// is opened: a key revoked meanwhile is not trusted as active, and a key
-// created meanwhile (old-form value) gets its facts.
-func TestBoltResyncsAfterForeignWrite(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "k.db")
-	b, err := OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	in := bulkInputs(3)
-	if err := b.bulkCreate(ctx, in); err != nil {
-		t.Fatal(err)
-	}
-	// What an older keygate does: revoke in the key record alone, and
-	// create with an old-form hashes value.
-	revoked := in[0].Key
-	err = b.db.Update(func(tx *bolt.Tx) error {
-		k, err := getKey(tx, "", revoked.ID)
-		if err != nil {
-			return err
-		}
-		k.RevokedAt = time.Now().Unix()
-		if err := putKey(tx, k); err != nil {
-			return err
-		}
-		added := &Key{ID: apikey.NewID(apikey.Live), WorkspaceID: "ws", Mode: apikey.Live, Scopes: []string{"a:b"}}
-		if err := putKey(tx, added); err != nil {
-			return err
-		}
-		h := secretHash(99)
-		return tx.Bucket(bHashes).Put(h[:], binary.BigEndian.AppendUint64([]byte(added.ID), 0))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f, err := b.Lookup(ctx, in[0].SecretHash); err != nil || f.Revoked {
-		t.Fatalf("test setup: the stale value should still say active: %+v %v", f, err)
-	}
-	b.Close()
-
-	if b, err = OpenBolt(path, BoltOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if f, err := b.Lookup(ctx, in[0].SecretHash); err != nil || !f.Revoked {
-		t.Fatalf("revoked meanwhile, but %+v %v", f, err)
-	}
-	if f, err := b.Lookup(ctx, in[1].SecretHash); err != nil || f.Revoked || f.APIKeyID != in[1].Key.ID {
-		t.Fatalf("untouched key: %+v %v", f, err)
-	}
-	checkHashes(t, b) // every value v2 and equal to its record's facts
-	if !b.inStep {
-		t.Fatal("not in step after the sync")
-	}
-}
-
 // lastUsedAt is written to its own bucket: a flush leaves every key record
-// (and so its pages) untouched, and Get and List show the later of the
-// record's own value (files written before) and the bucket's.
+// (and so its pages) untouched, never moves a key's back, and Get and List
+// show it.
 func TestTouchLastUsedLeavesRecords(t *testing.T) {
 	b := openBulkTest(t, "k.db")
 	ctx := context.Background()
 	in := bulkInputs(5)
-	in[1].Key.LastUsedAt = 900 // as a file written before the used bucket holds it
 	if err := b.bulkCreate(ctx, in); err != nil {
 		t.Fatal(err)
 	}
@@ -511,7 +331,7 @@ func TestTouchLastUsedLeavesRecords(t *testing.T) {
 	if records() != before {
 		t.Fatal("a lastUsedAt flush rewrote key records")
 	}
-	want := map[*Key]int64{in[0].Key: 1000, in[1].Key: 900, in[2].Key: 1000, in[3].Key: 0}
+	want := map[*Key]int64{in[0].Key: 1000, in[1].Key: 800, in[2].Key: 1000, in[3].Key: 0}
 	for key, at := range want {
 		k, err := b.Get(ctx, key.WorkspaceID, key.ID)
 		if err != nil {

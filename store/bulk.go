@@ -81,10 +81,14 @@ func (b *Bolt) bulkCreate(ctx context.Context, keys []bulkKey) error {
 			if err != nil {
 				return fmt.Errorf("bulk create: %d of %d keys stored: %w", done, len(keys), err)
 			}
+			hv, err := appendFactsValue(nil, bk.Key, 0)
+			if err != nil {
+				return fmt.Errorf("bulk create: %d of %d keys stored: %w", done, len(keys), err)
+			}
 			bk.Event.APIKeyID, bk.Event.WorkspaceID = bk.Key.ID, bk.Key.WorkspaceID
-			recs[i] = rec{bk, val, appendFactsValue(nil, bk.Key, 0)}
+			recs[i] = rec{bk, val, hv}
 		}
-		err := b.update(func(tx *bolt.Tx) error {
+		err := b.db.Update(func(tx *bolt.Tx) error {
 			keysB, hashes, wsidx := tx.Bucket(bKeys), tx.Bucket(bHashes), tx.Bucket(bWsIdx)
 			for _, name := range buckets {
 				tx.Bucket(name).FillPercent = bulkFill

@@ -20,7 +20,6 @@ package store
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"net/netip"
 
@@ -51,7 +50,7 @@ type Key struct {
 	CreatedAt   int64       `json:"created"`           // Unix seconds
 	ExpiresAt   int64       `json:"expires,omitempty"` // 0: never
 	RevokedAt   int64       `json:"revoked,omitempty"` // 0: not revoked
-	LastUsedAt  int64       `json:"used,omitempty"`    // 0: never
+	LastUsedAt  int64       `json:"-"`                 // 0: never; bbolt keeps it apart (bucket used)
 	SecretHint  string      `json:"hint"`
 	// Secrets are the hashes that open this key: the current one (Until 0)
 	// and rolled-out ones still in their window.
@@ -64,8 +63,7 @@ type SecretRef struct {
 	Until int64      `json:"u,omitempty"` // Unix seconds; 0 = current
 }
 
-// SecretHash is the SHA-256 of a secret. It is stored in JSON as base64 (44
-// bytes, not the 100-odd of a JSON array of numbers).
+// SecretHash is the SHA-256 of a secret, stored in JSON as base64.
 type SecretHash [32]byte
 
 // MarshalText implements encoding.TextMarshaler.
@@ -73,26 +71,17 @@ func (h SecretHash) MarshalText() ([]byte, error) {
 	return base64.StdEncoding.AppendEncode(nil, h[:]), nil
 }
 
-// UnmarshalJSON reads the base64 string, and the array of 32 numbers that
-// files written before the base64 form hold.
-func (h *SecretHash) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '[' {
-		var a [32]byte
-		if err := json.Unmarshal(b, &a); err != nil {
-			return err
-		}
-		*h = a
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	n, err := base64.StdEncoding.Decode(h[:], []byte(s))
-	if err == nil && n != len(h) {
+// UnmarshalText implements encoding.TextUnmarshaler: base64 of 32 bytes.
+func (h *SecretHash) UnmarshalText(b []byte) error {
+	d, err := base64.StdEncoding.AppendDecode(nil, b)
+	if err == nil && len(d) != len(h) {
 		err = errors.New("store: secret hash is not 32 bytes")
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	copy(h[:], d)
+	return nil
 }
 
 // Status is the key's status at now (Unix seconds).

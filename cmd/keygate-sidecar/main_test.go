@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 var bin string
@@ -220,6 +222,22 @@ func TestRefusesToStart(t *testing.T) {
 	dir := t.TempDir()
 	held := launch(t, filepath.Join(dir, "locked.db"), env)
 	_ = held
+	other := filepath.Join(dir, "other.db") // a key file of format version 99
+	db, err := bolt.Open(other, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		m, err := tx.CreateBucket([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		return m.Put([]byte("version"), []byte{0, 0, 0, 99})
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		env  []string
@@ -229,6 +247,7 @@ func TestRefusesToStart(t *testing.T) {
 		{"missing gateway secret", []string{"KEYGATE_GATEWAY_SECRET="}, []string{"--db", filepath.Join(dir, "a.db")}, "gateway secret missing"},
 		{"db locked by another process", env, []string{"--db", filepath.Join(dir, "locked.db")}, "locked by another process"},
 		{"missing secret file", nil, []string{"--db", filepath.Join(dir, "b.db"), "--gateway-secret-file", filepath.Join(dir, "nope")}, "no such file"},
+		{"key file of another format version", env, []string{"--db", other}, other + ": format version 99, and this keygate reads version 1"},
 		{"bad scopes file", env, []string{"--db", filepath.Join(dir, "c.db"), "--scopes-file", filepath.Join(dir, "nope")}, "scopes file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -102,8 +102,10 @@ func newUpstream(t *testing.T) *upstream {
 }
 
 type emu struct {
-	base string
-	logs *syncBuffer
+	base   string
+	logs   *syncBuffer
+	yml    string        // the declarative config file
+	reload chan struct{} // Config.Reload
 }
 
 // startEmu runs kongemu in process with the test plugin and the given
@@ -128,7 +130,8 @@ func tryStartEmu(t *testing.T, yml string, mod func(*Config)) (*emu, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{ConfigPath: path, PluginPath: pluginBin, Listener: ln, ExposePDKCalls: true}
+	reload := make(chan struct{})
+	cfg := Config{ConfigPath: path, PluginPath: pluginBin, Listener: ln, ExposePDKCalls: true, Reload: reload}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -137,7 +140,7 @@ func tryStartEmu(t *testing.T, yml string, mod func(*Config)) (*emu, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, logger) }()
-	e := &emu{base: "http://" + cfg.Listener.Addr().String(), logs: logs}
+	e := &emu{base: "http://" + cfg.Listener.Addr().String(), logs: logs, yml: path, reload: reload}
 
 	ready := make(chan error, 1)
 	go func() {

@@ -3,8 +3,10 @@ package kongemu
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // nginx's header buffers (4 × 8k): a header line over 8 KiB, or more lines
@@ -89,5 +91,72 @@ func TestUnderscoresInHeaders(t *testing.T) {
 	res = doReq(t, http.DefaultClient, req)
 	if got := res.echo.Header.Get("X-Seen-Underscore"); got != "a, a|x_api_key_id" {
 		t.Errorf("plugin saw %q, want both lines joined", got)
+	}
+}
+
+// Every reload (a changed kong.yml, or the signal of `kong reload`) gives
+// each plugin entry a new __seq__: its next event starts a new instance
+// and the old one is closed with cmd_close_instance, as Kong's
+// plugins_iterator and plugin_servers do on every configuration change.
+func TestReloadStartsNewInstances(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	yml := fill(`_format_version: "3.0"
+services:
+- name: s
+  url: UPSTREAM
+  routes: [{name: r, paths: [/]}]
+  plugins: [{name: testplugin, config: {tag: TAG}}]
+`, "UPSTREAM", up.URL)
+	e := startEmu(t, fill(yml, "TAG", "one"), func(c *Config) { c.WatchInterval = 50 * time.Millisecond })
+	seen := func() string {
+		t.Helper()
+		res := e.do(t, "GET", "/", map[string]string{"X-Test-Mode": "seq"})
+		if res.echo == nil {
+			t.Fatalf("status %d: %s", res.status, res.body)
+		}
+		return res.echo.Header.Get("X-Plugin-Seq")
+	}
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for got := seen(); got != want; got = seen() {
+			if time.Now().After(deadline) {
+				t.Fatalf("plugin saw %q, want %q; logs:\n%s", got, want, e.logs)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("one/1")
+
+	// A changed file.
+	if err := os.WriteFile(e.yml, []byte(fill(yml, "TAG", "two")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("two/2")
+	if !strings.Contains(e.logs.String(), `msg="plugin instance closed" instance_id=1 err=<nil>`) {
+		t.Errorf("instance 1 not closed:\n%s", e.logs)
+	}
+
+	// The signal, with the same file: still a new instance.
+	e.reload <- struct{}{}
+	waitFor("two/3")
+	if !strings.Contains(e.logs.String(), `msg="plugin instance closed" instance_id=2 err=<nil>`) {
+		t.Errorf("instance 2 not closed:\n%s", e.logs)
+	}
+
+	// A config that does not load keeps the running one.
+	if err := os.WriteFile(e.yml, []byte("_format_version: \"3.0\"\nservices: [{name: s, url: nope://x}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(e.logs.String(), "reload failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("bad config not reported:\n%s", e.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := seen(); got != "two/3" {
+		t.Errorf("after a bad reload the plugin saw %q, want two/3", got)
 	}
 }

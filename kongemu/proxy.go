@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,14 +26,14 @@ const (
 
 // server is the HTTP side: routing, the access event, proxying.
 type server struct {
-	cfg     Config
-	logger  *slog.Logger
-	info    *pluginInfo
-	table   *table
-	client  *client
-	realip  *realIP
-	klog    *kongLog
-	proxies map[*service]*httputil.ReverseProxy
+	cfg    Config
+	logger *slog.Logger
+	info   *pluginInfo
+	table  atomic.Pointer[table] // swapped by a reload
+	seq    atomic.Int32          // Kong's node-wide __seq__ counter
+	client *client
+	realip *realIP
+	klog   *kongLog
 }
 
 type stateKey struct{}
@@ -47,7 +48,8 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := normalizePath(r.URL.EscapedPath())
-	rt, prefix := s.table.match(r.Method, p)
+	tbl := s.table.Load()
+	rt, prefix := tbl.match(r.Method, p)
 	if rt == nil {
 		writeKongError(w, http.StatusNotFound, "no Route matched with those values", "")
 		return
@@ -92,7 +94,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(st.body))
 	}
-	s.proxies[rt.svc].ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, &proxyState{st: st, prefix: prefix})))
+	tbl.proxies[rt.svc].ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, &proxyState{st: st, prefix: prefix})))
 }
 
 type proxyState struct {
@@ -241,6 +243,23 @@ func (s *server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.logger.Error("upstream request failed", "path", r.URL.Path, "err", err)
 	writeKongError(w, http.StatusBadGateway, "An invalid response was received from the upstream server", "")
+}
+
+// install makes t the configuration requests see: every plugin entry gets
+// the next __seq__ (so its instance is started anew at its next event,
+// and the one it replaces closed), every service a proxy. It returns the
+// configuration t replaces, if any.
+func (s *server) install(t *table) *table {
+	for _, in := range t.instances {
+		in.seq = s.seq.Add(1)
+	}
+	t.proxies = map[*service]*httputil.ReverseProxy{}
+	for _, rt := range t.routes {
+		if t.proxies[rt.svc] == nil {
+			t.proxies[rt.svc] = s.newProxy(rt.svc)
+		}
+	}
+	return s.table.Swap(t)
 }
 
 // newProxy builds the reverse proxy of one service.

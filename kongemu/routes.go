@@ -4,6 +4,7 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
+	"net/http/httputil"
 	"net/url"
 	"path"
 	"slices"
@@ -64,6 +65,7 @@ func (r *route) label() string {
 type table struct {
 	routes    []*route
 	instances []*instance
+	proxies   map[*service]*httputil.ReverseProxy // set by server.install
 }
 
 // pluginSchema is what the plugin's -dump says about its config record:

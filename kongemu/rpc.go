@@ -35,22 +35,23 @@ func (e *PDKError) Unwrap() error { return e.Err }
 // errUnsupported is wrapped in a PDKError for methods kongemu does not serve.
 var errUnsupported = errors.New("method not supported by kongemu")
 
-// instance is one plugin entry of the declarative config and the plugin
-// instance started for it (Kong starts one per plugin entry).
+// instance is one plugin entry of a compiled declarative config. Kong
+// gives every entry a new __seq__ each time it builds its plugin configs
+// (kong/runloop/plugins_iterator.lua get_plugin_config, 3.8.1 and 3.9.1),
+// so a reloaded entry is a new instance with a new seq.
 type instance struct {
 	name, pluginID, where string
 	seq                   int32 // Kong's __seq__; go-pdk uses it as the instance id
 	config                map[string]any
-
-	mu  sync.Mutex // held while starting
-	id  int32
-	gen uint64 // process generation the instance was started in; 0: none
 }
 
-func (in *instance) reset() {
-	in.mu.Lock()
-	in.gen = 0
-	in.mu.Unlock()
+// running is the plugin instance started for a plugin id (Kong's
+// running_instances, kong/runloop/plugin_servers/init.lua 3.8.1;
+// plugin_servers/plugin.lua 3.9.1).
+type running struct {
+	id  int32
+	seq int32
+	gen uint64 // process generation it was started in
 }
 
 // pconn is one connection to the plugin socket; one call at a time.
@@ -71,10 +72,14 @@ type client struct {
 
 	mu   sync.Mutex
 	idle []*pconn
+
+	instMu  sync.Mutex // held while starting an instance
+	running map[string]*running
 }
 
 func newClient(proc *process, maxConns int, logger *slog.Logger) *client {
-	return &client{proc: proc, logger: logger, slots: make(chan struct{}, maxConns), dialWait: 3 * time.Second}
+	return &client{proc: proc, logger: logger, slots: make(chan struct{}, maxConns), dialWait: 3 * time.Second,
+		running: map[string]*running{}}
 }
 
 // get returns a connection of the current process generation, dialling
@@ -189,15 +194,34 @@ func (cl *client) call(ctx context.Context, pc *pconn, m *kpp.RpcCall, pdk func(
 	return &ret, nil
 }
 
-// ensure starts the instance in the current plugin process if needed and
-// returns its id.
+// ensure returns the id of the plugin instance for in, starting it first
+// when none runs for its plugin id with its __seq__ in the current
+// process. As Kong's get_instance_id does, a new instance replaces one of
+// an older seq, which is then closed with cmd_close_instance (errors
+// ignored: another worker may have closed it).
 func (cl *client) ensure(ctx context.Context, in *instance) (int32, error) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
+	cl.instMu.Lock()
+	defer cl.instMu.Unlock()
 	gen := cl.proc.gen.Load()
-	if in.gen == gen && in.gen != 0 {
-		return in.id, nil
+	old := cl.running[in.pluginID]
+	if old != nil && old.seq == in.seq && old.gen == gen && gen != 0 {
+		return old.id, nil
 	}
+	id, err := cl.startInstance(ctx, in)
+	if err != nil {
+		delete(cl.running, in.pluginID)
+		return 0, err
+	}
+	cl.running[in.pluginID] = &running{id: id, seq: in.seq, gen: gen}
+	if old != nil && old.gen == gen && old.id != id {
+		cl.closeInstance(ctx, old.id)
+	}
+	return id, nil
+}
+
+// startInstance sends cmd_start_instance with the entry's config and the
+// fields Kong adds (__seq__, __plugin_id, __key__).
+func (cl *client) startInstance(ctx context.Context, in *instance) (int32, error) {
 	conf := make(map[string]any, len(in.config)+3)
 	for k, v := range in.config {
 		conf[k] = v
@@ -209,14 +233,9 @@ func (cl *client) ensure(ctx context.Context, in *instance) (int32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode config of %s: %w", in.where, err)
 	}
-	pc, err := cl.get(ctx)
-	if err != nil {
-		return 0, err
-	}
-	ret, err := cl.call(ctx, pc, &kpp.RpcCall{Call: &kpp.RpcCall_CmdStartInstance{
+	ret, err := cl.roundTrip(ctx, &kpp.RpcCall{Call: &kpp.RpcCall_CmdStartInstance{
 		CmdStartInstance: &kpp.CmdStartInstance{Name: in.name, Config: cj},
-	}}, nil)
-	cl.put(pc, err == nil)
+	}})
 	if err != nil {
 		return 0, fmt.Errorf("start instance for %s: %w", in.where, err)
 	}
@@ -224,9 +243,36 @@ func (cl *client) ensure(ctx context.Context, in *instance) (int32, error) {
 	if st == nil {
 		return 0, fmt.Errorf("start instance for %s: no instance status in reply", in.where)
 	}
-	in.id, in.gen = st.InstanceId, gen
-	cl.logger.Info("plugin instance started", "plugin", in.name, "entry", in.where, "instance_id", in.id)
-	return in.id, nil
+	cl.logger.Info("plugin instance started", "plugin", in.name, "entry", in.where, "seq", in.seq, "instance_id", st.InstanceId)
+	return st.InstanceId, nil
+}
+
+// closeInstance sends cmd_close_instance.
+func (cl *client) closeInstance(ctx context.Context, id int32) {
+	_, err := cl.roundTrip(ctx, &kpp.RpcCall{Call: &kpp.RpcCall_CmdCloseInstance{
+		CmdCloseInstance: &kpp.CmdCloseInstance{InstanceId: id},
+	}})
+	cl.logger.Info("plugin instance closed", "instance_id", id, "err", err)
+}
+
+// roundTrip sends one call without PDK calls on a pooled connection.
+func (cl *client) roundTrip(ctx context.Context, m *kpp.RpcCall) (*kpp.RpcReturn, error) {
+	pc, err := cl.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ret, err := cl.call(ctx, pc, m, nil)
+	cl.put(pc, err == nil)
+	return ret, err
+}
+
+// resetInstances forgets every running instance, as Kong's reset_instance
+// does for all instances of the plugin when an event finds the connection
+// closed (kong/runloop/plugin_servers/init.lua 3.8.1).
+func (cl *client) resetInstances() {
+	cl.instMu.Lock()
+	clear(cl.running)
+	cl.instMu.Unlock()
 }
 
 // handleEvent runs the access event of an instance for one request. As
@@ -237,7 +283,7 @@ func (cl *client) handleEvent(ctx context.Context, in *instance, st *reqState) e
 	for attempt := 0; attempt < 2; attempt++ {
 		if attempt > 0 {
 			cl.logger.Warn("plugin event failed, restarting instance and retrying", "entry", in.where, "err", err)
-			in.reset()
+			cl.resetInstances()
 			cl.closeIdle()
 		}
 		st.resetEvent()

@@ -2,12 +2,12 @@ package kongemu
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
 	"path/filepath"
 	"slices"
@@ -56,6 +56,13 @@ type Config struct {
 	EventTimeout time.Duration
 	// StartTimeout bounds the wait for the plugin socket (default 5 s).
 	StartTimeout time.Duration
+	// Reload, when it delivers, reloads the declarative config (SIGHUP in
+	// cmd/kongemu, as `kong reload` signals nginx). WatchInterval (default
+	// 1 s; negative: off) is how often ConfigPath is checked for a change,
+	// which reloads it too.
+	Reload        <-chan struct{}
+	WatchInterval time.Duration
+
 	// ShutdownTimeout bounds draining on stop (default 10 s).
 	ShutdownTimeout time.Duration
 	// MaxPluginConns bounds connections to the plugin socket (default 32).
@@ -90,6 +97,7 @@ func (c Config) withDefaults() Config {
 		c.Env = os.Environ()
 	}
 	def(&c.EventTimeout, 30*time.Second)
+	def(&c.WatchInterval, time.Second)
 	def(&c.StartTimeout, 5*time.Second)
 	def(&c.ShutdownTimeout, 10*time.Second)
 	def(&c.ReadHeaderTimeout, 10*time.Second)
@@ -133,6 +141,44 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("max plugin connections must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// reload reads the declarative config again and installs it, as `kong
+// reload` (or a declarative /config push) makes Kong rebuild its plugins:
+// every plugin entry gets a new __seq__, its instance is started anew at
+// its next event and the old one closed. A config that does not load or
+// compile is logged and the running one kept. A Config.Declarative is
+// installed again as it is.
+func (s *server) reload(decl *Declarative, reason string) {
+	if s.cfg.ConfigPath != "" && s.cfg.Declarative == nil {
+		d, err := LoadDeclarative(s.cfg.ConfigPath)
+		if err != nil {
+			s.logger.Error("reload failed; the running configuration stays", "reason", reason, "err", err)
+			return
+		}
+		decl = d
+	}
+	t, err := compile(decl, s.info.name, s.info.schema)
+	if err != nil {
+		s.logger.Error("reload failed; the running configuration stays", "reason", reason, "err", err)
+		return
+	}
+	old := s.install(t)
+	for _, p := range old.proxies {
+		if tr, ok := p.Transport.(*http.Transport); ok {
+			tr.CloseIdleConnections()
+		}
+	}
+	s.logger.Info("declarative config reloaded", "reason", reason, "routes", len(t.routes), "instances", len(t.instances))
+}
+
+// fileSum is the SHA-256 of a file.
+func fileSum(path string) ([32]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(b), nil
 }
 
 // resolvedServer is the plugin server kongemu runs.
@@ -244,22 +290,19 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 
 	s := &server{
-		cfg: cfg, logger: logger, info: info, table: tbl,
-		client:  newClient(proc, cfg.MaxPluginConns, logger),
-		realip:  newRealIP(cfg.Kong),
-		klog:    klog,
-		proxies: map[*service]*httputil.ReverseProxy{},
+		cfg: cfg, logger: logger, info: info,
+		client: newClient(proc, cfg.MaxPluginConns, logger),
+		realip: newRealIP(cfg.Kong),
+		klog:   klog,
 	}
 	defer s.client.closeIdle()
-	for _, rt := range tbl.routes {
-		if s.proxies[rt.svc] == nil {
-			s.proxies[rt.svc] = s.newProxy(rt.svc)
-		}
-	}
+	s.install(tbl)
+	// Kong starts an instance at its entry's first event; kongemu starts
+	// the first configuration's at once, so that a config the plugin
+	// refuses shows at start-up (its routes then answer 500 as in Kong).
 	for _, in := range tbl.instances {
 		sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 		if _, err := s.client.ensure(sctx, in); err != nil {
-			// As in Kong: logged, and requests on its routes answer 500.
 			logger.Error("plugin instance failed to start", "entry", in.where, "err", err)
 		}
 		cancel()
@@ -280,10 +323,29 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		"routes", len(tbl.routes), "instances", len(tbl.instances), "prefix", prefix,
 		"socket", ps.socket, "log_level", cfg.Kong.LogLevel.String())
 
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	var changed <-chan time.Time
+	var lastSum [32]byte
+	if cfg.ConfigPath != "" && cfg.Declarative == nil && cfg.WatchInterval > 0 {
+		lastSum, _ = fileSum(cfg.ConfigPath)
+		tick := time.NewTicker(cfg.WatchInterval)
+		defer tick.Stop()
+		changed = tick.C
+	}
+wait:
+	for {
+		select {
+		case err := <-serveErr:
+			return fmt.Errorf("serve: %w", err)
+		case <-ctx.Done():
+			break wait
+		case <-cfg.Reload:
+			s.reload(decl, "signal")
+		case <-changed:
+			if sum, err := fileSum(cfg.ConfigPath); err == nil && sum != lastSum {
+				lastSum = sum
+				s.reload(decl, "file changed")
+			}
+		}
 	}
 	logger.Info("kongemu stopping")
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

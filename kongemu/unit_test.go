@@ -311,7 +311,7 @@ func TestNoPluginInstanceRetry(t *testing.T) {
 	if _, err := cl.ensure(ctx, in); err != nil {
 		t.Fatal(err)
 	}
-	in.id = 4242 // the plugin has no such instance
+	cl.running[in.pluginID].id = 4242 // the plugin has no such instance
 
 	s := &server{logger: logger, info: info, realip: &realIP{}, klog: &kongLog{logger: logger}}
 	rt := &route{name: "r", svc: &service{}}
@@ -323,8 +323,8 @@ func TestNoPluginInstanceRetry(t *testing.T) {
 	if err := cl.handleEvent(ectx, in, st); err != nil {
 		t.Fatalf("handleEvent: %v\n%s", err, logs)
 	}
-	if in.id != 7 {
-		t.Errorf("instance id %d after restart, want __seq__ 7", in.id)
+	if id := cl.running[in.pluginID].id; id != 7 {
+		t.Errorf("instance id %d after restart, want __seq__ 7", id)
 	}
 	if strings.Join(st.calls, ",") != "kong.request.get_header" {
 		t.Errorf("calls %v", st.calls)

@@ -43,6 +43,18 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // one pending reload is enough
+			}
+		}
+	}()
+	cfg.Reload = reload
 	if err := kongemu.Run(ctx, cfg, logger); err != nil {
 		logger.Error("kongemu failed", "err", err)
 		os.Exit(1)

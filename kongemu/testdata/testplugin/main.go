@@ -22,6 +22,8 @@ type Config struct {
 	Tag     string   `json:"tag"`
 	SleepMs int      `json:"sleep_ms"`
 	Flags   []string `json:"flags"`
+	// Seq is Kong's __seq__, which Kong adds to every config it sends.
+	Seq int `json:"__seq__"`
 }
 
 // New makes a Config for go-pdk.
@@ -42,6 +44,8 @@ func (c *Config) Access(kong *pdk.PDK) {
 		_, _ = kong.Client.LoadConsumer("nobody", false)
 	case "sleep":
 		time.Sleep(time.Duration(c.SleepMs) * time.Millisecond)
+	case "seq":
+		_ = kong.ServiceRequest.SetHeader("X-Plugin-Seq", c.Tag+"/"+strconv.Itoa(c.Seq))
 	case "pid":
 		_ = kong.ServiceRequest.SetHeader("X-Plugin-Pid", strconv.Itoa(os.Getpid()))
 	case "ips":

@@ -137,6 +137,15 @@ func TestHostileInputs(t *testing.T) {
 			if first(up["X-Workspace-Id"]) != workspace || first(up["X-Api-Key-Mode"]) != "LIVE" {
 				t.Fatalf("upstream identity %v", up)
 			}
+			// No client header spelling ours with '_' (which CGI/WSGI
+			// servers read as the same header) or X-Keygate-*.
+			for name := range up {
+				folded := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+				exact := name == "X-Api-Key-Id" || name == "X-Workspace-Id" || name == "X-Api-Key-Mode"
+				if !exact && (strings.HasPrefix(folded, "x-keygate-") || folded == "x-api-key-id" || folded == "x-workspace-id" || folded == "x-api-key-mode") {
+					t.Fatalf("client header %s reached the upstream: %v", name, up[name])
+				}
+			}
 		}
 	}
 	listed := func(t *testing.T, r result) {
@@ -173,6 +182,8 @@ func TestHostileInputs(t *testing.T) {
 		{name: "LIVE key on the TEST route", path: "/sandbox/orders/1", header: key("X-API-Key", live), status: 403, code: "4035"},
 		{name: "forged upstream identity headers", header: key("X-API-Key", live, "X-Api-Key-Id", "sk_live_forgedforgedforg", "X-Workspace-Id", "ws_other",
 			"X-Api-Key-Mode", "TEST"), status: 200, check: upstreamSaw(liveID)},
+		{name: "forged identity headers spelled with underscores, X-Keygate-*", header: key("X-API-Key", live, "X_Api_Key_Id", "sk_live_forgedforgedforg",
+			"X-Workspace_Id", "ws_other", "X_API_KEY_MODE", "TEST", "X-Keygate-Identity", "forged", "X_Keygate_Admin", "true"), status: 200, check: upstreamSaw(liveID)},
 		{name: "200 headers", header: manyHeaders(200, key("X-API-Key", live)), status: 200, check: upstreamSaw(liveID)},
 		{name: "1200 headers: more than Kong hands the plugin", header: manyHeaders(1200, key("X-API-Key", live)), status: 400, code: "4000"},
 		{name: "1 MiB Authorization header (nginx's 8 KiB header line)", header: key("Authorization", "Bearer "+strings.Repeat("A", 1<<20)), status: 400},

@@ -46,7 +46,14 @@ const (
 
 // Limits of the configuration.
 const (
-	MaxSidecarTimeoutMS = 60000
+	// MaxSidecarTimeoutMS caps sidecar_timeout_ms far below the 60 s Kong
+	// waits for the plugin's answer to an event (nginx's default
+	// lua_socket_read_timeout: Rpc:call in kong/runloop/plugin_servers
+	// pb_rpc.lua opens the socket with ngx.socket.connect and sets no
+	// timeout): past it Kong answers its own 500 instead of our 504/5040. A key
+	// service that needs over 10 s to verify a key is down for the
+	// client anyway.
+	MaxSidecarTimeoutMS = 10000
 	MaxLeewaySeconds    = 600
 	MaxCacheTTLMS       = 1000 // the revocation bound of docs/CONTRACT.md §10.1
 	MinGatewaySecretLen = 16
@@ -83,13 +90,17 @@ type Config struct {
 	// SidecarURL is where the verify API is: "http://host:port" or
 	// "unix:/path.sock". Default http://127.0.0.1:8080. Enforce only.
 	SidecarURL string `json:"sidecar_url" role:"enforce" default:"\"http://127.0.0.1:8080\"" doc:"where the verify API is: http://host:port or unix:/abs/path.sock"`
-	// SidecarTimeoutMS bounds each call to the sidecar (1..60000, default
-	// 1000); over it the request answers 504/5040.
-	SidecarTimeoutMS *int `json:"sidecar_timeout_ms" role:"enforce" default:"1000" doc:"per verify call, 1..60000; over it 504/5040"`
+	// SidecarTimeoutMS bounds each call to the sidecar (1..10000, default
+	// 1000: MaxSidecarTimeoutMS, far below Kong's 60 s plugin socket
+	// timeout); over it the request answers 504/5040.
+	SidecarTimeoutMS *int `json:"sidecar_timeout_ms" role:"enforce" default:"1000" doc:"per verify call, 1..10000 (far below Kong's 60 s plugin socket timeout); over it 504/5040"`
 	// GatewaySecret is shared with the sidecar (at least 16 bytes). When
 	// empty it is read from $KEYGATE_GATEWAY_SECRET, else from the file
-	// named by $KEYGATE_GATEWAY_SECRET_FILE. There is no default.
-	GatewaySecret string `json:"gateway_secret" role:"both" doc:"shared with the sidecar, at least 16 bytes; when empty, from $KEYGATE_GATEWAY_SECRET or the file $KEYGATE_GATEWAY_SECRET_FILE names"`
+	// named by $KEYGATE_GATEWAY_SECRET_FILE (under Kong either must be
+	// listed in kong.conf's nginx_main_env). There is no default. A Kong
+	// vault reference ({vault://…}) here or in any other field is refused:
+	// Kong does not resolve references for a Go plugin.
+	GatewaySecret string `json:"gateway_secret" role:"both" doc:"shared with the sidecar, at least 16 bytes; when empty, from $KEYGATE_GATEWAY_SECRET or the file $KEYGATE_GATEWAY_SECRET_FILE names (listed in kong.conf's nginx_main_env); a {vault://…} reference is refused"`
 	// JWTAlgorithms lists the accepted JWT algorithms (HS256/384/512,
 	// RS256/384/512, PS256/384/512, ES256/384/512, EdDSA). Required for
 	// manage; nothing else is accepted, "none" never.
@@ -264,7 +275,26 @@ func (c *Config) gatewaySecret() ([]byte, error) {
 		}
 		return b, nil
 	}
-	return nil, fmt.Errorf("gateway_secret is required (config, $%s or $%s)", EnvGatewaySecret, EnvGatewaySecretFile)
+	// Under Kong the usual cause: nginx hands its workers, and so the
+	// plugin server they start, only the variables an `env` directive
+	// lists (kong/templates/nginx.lua renders nginx_main_env as one).
+	return nil, fmt.Errorf("gateway_secret is not set: the plugin config has none and neither $%s nor $%s is in the plugin's environment; "+
+		"under Kong, nginx passes the plugin only the variables kong.conf's nginx_main_env lists: set the variable for Kong and add "+
+		"`nginx_main_env = %s` to kong.conf (or KONG_NGINX_MAIN_ENV=%s)", EnvGatewaySecret, EnvGatewaySecretFile, EnvGatewaySecret, EnvGatewaySecret)
+}
+
+// isVaultRef reports whether v is a Kong vault reference ({vault://…}).
+// Kong resolves references only in fields its schema marks referenceable
+// (kong/db/schema/init.lua; kong/pdk/vault.lua); the schema Kong builds
+// from `keygate -dump` cannot mark any, so a reference reaches the plugin
+// as the literal string. It is refused, never used as a secret.
+func isVaultRef(v string) bool { return strings.HasPrefix(strings.TrimSpace(v), "{vault://") }
+
+// vaultProblem is the error for a field that holds an unresolved reference.
+func vaultProblem(field string) error {
+	return fmt.Errorf("%s is a Kong vault reference ({vault://…}) that Kong does not resolve for a Go plugin "+
+		"(references work only in fields a schema marks referenceable, which a plugin server's schema cannot): give the value itself"+
+		" — for gateway_secret, $%s or $%s listed in kong.conf's nginx_main_env", field, EnvGatewaySecret, EnvGatewaySecretFile)
 }
 
 // Validate reports every problem of the configuration at once (errors.Join),
@@ -292,6 +322,8 @@ func validateCommon(s *settings, p *problems) {
 	}
 	if s.secretProblem != nil {
 		*p = append(*p, s.secretProblem)
+	} else if isVaultRef(string(s.secret)) {
+		*p = append(*p, vaultProblem("gateway_secret"))
 	} else if len(s.secret) < MinGatewaySecretLen {
 		p.add("gateway_secret must be at least %d bytes", MinGatewaySecretLen)
 	}
@@ -305,11 +337,13 @@ func validateCommon(s *settings, p *problems) {
 
 // validateEnforce checks the enforce fields.
 func validateEnforce(s *settings, p *problems) {
-	if _, _, err := parseSidecarURL(s.sidecarURL); err != nil {
+	if isVaultRef(s.sidecarURL) {
+		*p = append(*p, vaultProblem("sidecar_url"))
+	} else if _, _, err := parseSidecarURL(s.sidecarURL); err != nil {
 		*p = append(*p, err)
 	}
 	if s.timeoutMS < 1 || s.timeoutMS > MaxSidecarTimeoutMS {
-		p.add("sidecar_timeout_ms must be 1..%d, not %d", MaxSidecarTimeoutMS, s.timeoutMS)
+		p.add("sidecar_timeout_ms must be 1..%d (far below Kong's 60 s read timeout on the plugin socket), not %d", MaxSidecarTimeoutMS, s.timeoutMS)
 	}
 	if s.cacheTTLMS < 1 || s.cacheTTLMS > MaxCacheTTLMS {
 		p.add("cache_ttl_ms must be 1..%d (the revocation bound), not %d", MaxCacheTTLMS, s.cacheTTLMS)
@@ -346,6 +380,19 @@ func validateManage(s *settings, p *problems) {
 	if len(s.algorithms) == 0 {
 		p.add("jwt_algorithms is required when route_role is manage, e.g. [\"RS256\"]")
 	}
+	if isVaultRef(string(s.jwtSecret)) {
+		*p = append(*p, vaultProblem("jwt_secret"))
+	}
+	for i, k := range s.publicKeys {
+		if isVaultRef(k) {
+			*p = append(*p, vaultProblem(fmt.Sprintf("jwt_public_keys[%d]", i)))
+		}
+	}
+	for field, v := range map[string]string{"jwks_url": s.jwksURL, "jwt_issuer": s.issuer, "jwt_audience": s.audience, "roles_claim": s.rolesClaim} {
+		if isVaultRef(v) {
+			*p = append(*p, vaultProblem(field))
+		}
+	}
 	if len(s.jwtSecret) > 0 && string(s.jwtSecret) == string(s.secret) {
 		// Anyone who can mint owner JWTs could then mint assertions too.
 		p.add("jwt_secret must differ from the gateway secret")
@@ -365,6 +412,9 @@ func validateManage(s *settings, p *problems) {
 		}
 	}
 	for code, portal := range s.portalCodes {
+		if isVaultRef(code) || isVaultRef(portal) {
+			*p = append(*p, vaultProblem("portal_codes"))
+		}
 		if code == "" {
 			p.add("portal_codes: an access code must not be empty")
 		}
@@ -441,6 +491,18 @@ func (c *Config) instance() (*instance, error) {
 		}
 	})
 	return c.inst, c.err
+}
+
+// problemList is every problem of a refused configuration on one line.
+func problemList(err error) string {
+	var b strings.Builder
+	for i, e := range unjoin(err) {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
 }
 
 func unjoin(err error) []error {

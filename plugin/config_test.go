@@ -39,7 +39,7 @@ func TestValidateOK(t *testing.T) {
 			c.JWTAlgorithms, c.JWTPublicKeys, c.JWKSURL = []string{"ES384"}, nil, "https://idp.test/jwks"
 		}),
 		"enforce":      enforceConfig("http://127.0.0.1:8080"),
-		"enforce unix": enforceConfig("unix:/run/keygate.sock", func(c *Config) { c.CacheTTLMS, c.SidecarTimeoutMS = intp(1), intp(60000) }),
+		"enforce unix": enforceConfig("unix:/run/keygate.sock", func(c *Config) { c.CacheTTLMS, c.SidecarTimeoutMS = intp(1), intp(10000) }),
 		"enforce defaults": {RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"a:b"},
 			AllowedModes: []string{"LIVE", "TEST"}, KeyHeaders: []string{"X-Key"}, HideCredentials: boolp(false)},
 	} {
@@ -90,7 +90,7 @@ func TestValidateAllProblems(t *testing.T) {
 	}
 	err = manage.Validate()
 	for _, want := range []string{
-		"gateway_secret is required", `jwt_algorithms[2] "none"`, "jwt_secret of at least 32 bytes", "jwt_public_keys[0]",
+		"gateway_secret is not set", "nginx_main_env = KEYGATE_GATEWAY_SECRET", `jwt_algorithms[2] "none"`, "jwt_secret of at least 32 bytes", "jwt_public_keys[0]",
 		"jwks_url must be an http or https URL", "jwt_leeway_seconds must be 0..600", "an access code must not be empty",
 		"failure_limit_per_minute must be 0..60000",
 	} {
@@ -192,7 +192,14 @@ func TestInvalidConfigAnswers500(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		e := serve(t, cfg, test.Request{Method: "GET", Url: "http://kong.test/x", Headers: map[string][]string{"X-Api-Key": {"sk_live_x"}}}, "")
 		wantReject(t, e, envelope.Internal)
-		wantCalls(t, e, pdkGetHeaders, pdkExit)
+		if i == 0 { // the first one says why through kong.log (konglog.go)
+			wantCalls(t, e, pdkGetHeaders, pdkLogErr, pdkExit)
+			if line := wantLog(t, e, "err", "required_scopes is required", "cache_ttl_ms"); strings.Contains(line, "short-secret") {
+				t.Errorf("the secret reached kong.log: %s", line)
+			}
+		} else {
+			wantCalls(t, e, pdkGetHeaders, pdkExit)
+		}
 	}
 	out := logs.String()
 	if n := strings.Count(out, "required_scopes is required"); n != 1 {

@@ -30,7 +30,28 @@
 //     (a PostgreSQL store shared by several sidecars).
 //   - A configuration that breaks a rule is never half-applied: every
 //     request of that route answers 500/5000 and each problem is logged
-//     once. Config.Validate reports all problems at once.
+//     once. Config.Validate reports all problems at once. A value that
+//     still looks like a Kong vault reference ({vault://…}) in any field,
+//     or as the gateway secret from the environment or file, is refused:
+//     Kong resolves references only in fields a schema marks
+//     referenceable, which the schema of a Go plugin server cannot.
+//   - Failures an operator must see go through kong.log.err / kong.log.warn
+//     (konglog.go), since Kong logs the plugin's stderr at INFO and drops
+//     it at its default log_level notice: a refused configuration (with
+//     every problem; a missing gateway secret names nginx_main_env), a key
+//     service unreachable (503/5030) or slower than sidecar_timeout_ms
+//     (504/5040), a failed PDK call, a panic, headers that are not UTF-8
+//     (400/4000), a manage route without portal codes. One PDK call each,
+//     on those paths only, at most one line per subject (failure kind and
+//     route instance or sidecar) per 30 s; the next line counts the ones
+//     left out. The JSON lines on stderr stay unlimited.
+//   - Client headers that spell what keygate tells the upstream —
+//     X-Keygate-*, X-Api-Key-Id, X-Workspace-Id, X-Api-Key-Mode, in any
+//     case, with '_' for any '-' (Kong turns underscores_in_headers on) —
+//     never reach the upstream of an allowed request on either role: the
+//     exact spellings keygate sets are replaced by its one set_headers, any
+//     other is removed with one clear_header each. A request without them
+//     costs no call for this (reserved.go).
 //   - A panic in the handler is recovered and answered 500/5000 (go-pdk
 //     does not recover; a panic would kill the plugin server).
 //   - The Config is read-only after Kong decoded it; the instance state is
@@ -62,9 +83,11 @@
 //     (get_headers, authenticate, set_headers, clear_header), 5 when the key
 //     has an IP whitelist (get_forwarded_ip is asked only then); a request
 //     rejected before the sidecar is asked costs 2 (get_headers, exit).
-//     One exception: a client that sends the same key in two key headers
+//     Exceptions: a client that sends the same key in two key headers
 //     gets both removed, one clear_header each (5 calls, 6 with a
-//     whitelist) — hiding the credential matters more than the call.
+//     whitelist) — hiding the credential matters more than the call; and
+//     each client header spelling a keygate header with '_' or
+//     X-Keygate-* costs one clear_header (above).
 //     The failed-verification limiter adds get_forwarded_ip, at most once
 //     per request, only (a) on a 4012 decided with the key service's
 //     answer (3 calls) and on a manage 4010 (3 calls), to count the failure
@@ -128,6 +151,10 @@
 //
 //	nginx_main_env = KEYGATE_GATEWAY_SECRET
 //
+// Without it every request answers 500/5000 and kong.log says so, naming
+// nginx_main_env. Kong 3.8 or later is required: earlier versions proxy a
+// request without the plugin when the plugin server errs.
+//
 // # Configuration
 //
 // Absent or null fields take the default; pointer-typed numbers and booleans
@@ -137,8 +164,8 @@
 //	field                     role     type                     default                        meaning
 //	route_role                both     string                   —                              required: manage (key-management routes) or enforce (product traffic)
 //	sidecar_url               enforce  string                   "http://127.0.0.1:8080"        where the verify API is: http://host:port or unix:/abs/path.sock
-//	sidecar_timeout_ms        enforce  integer                  1000                           per verify call, 1..60000; over it 504/5040
-//	gateway_secret            both     string                   —                              shared with the sidecar, at least 16 bytes; when empty, from $KEYGATE_GATEWAY_SECRET or the file $KEYGATE_GATEWAY_SECRET_FILE names
+//	sidecar_timeout_ms        enforce  integer                  1000                           per verify call, 1..10000 (far below Kong's 60 s plugin socket timeout); over it 504/5040
+//	gateway_secret            both     string                   —                              shared with the sidecar, at least 16 bytes; when empty, from $KEYGATE_GATEWAY_SECRET or the file $KEYGATE_GATEWAY_SECRET_FILE names (listed in kong.conf's nginx_main_env); a {vault://…} reference is refused
 //	jwt_algorithms            manage   array of string          —                              required for manage: the accepted algorithms, a subset of HS256/384/512 RS256/384/512 PS256/384/512 ES256/384/512 EdDSA
 //	jwt_secret                manage   string                   —                              HMAC secret, at least 32 bytes; required with an HS* algorithm
 //	jwt_public_keys           manage   array of string          []                             PEM public keys (PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE): RSA ≥ 2048 bits, EC P-256/384/521, Ed25519

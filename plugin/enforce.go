@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 
 	"github.com/keygate/keygate/internal/apikey"
@@ -121,7 +122,7 @@ func (r *call) enforce(h map[string][]string) {
 	}
 	switch d {
 	case apikey.Allow:
-		r.allow(facts, from)
+		r.allow(facts, from, h)
 	case apikey.DenyInvalid:
 		r.invalid(facts)
 	case apikey.DenyMode:
@@ -190,8 +191,9 @@ func (r *call) deny(code envelope.Code, f *apikey.Facts) {
 }
 
 // allow authenticates the credential, sets the upstream headers in one call
-// and removes the credential header: 3 PDK calls.
-func (r *call) allow(f *apikey.Facts, from []int) {
+// and removes the credential header: 3 PDK calls, and one clear_header per
+// client header that spells a keygate header otherwise (reserved.go).
+func (r *call) allow(f *apikey.Facts, from []int, h map[string][]string) {
 	if err := r.k.authenticate(f.APIKeyID); err != nil {
 		r.internal("kong.client.authenticate", err)
 		return
@@ -208,6 +210,9 @@ func (r *call) allow(f *apikey.Facts, from []int) {
 		r.internal("kong.service.request.set_headers", err)
 		return
 	}
+	if !r.clearReserved(h, replacedUpstream) {
+		return
+	}
 	if r.in.hide {
 		for _, i := range from {
 			if err := r.k.clearHeader(r.in.keyHeaders[i].name); err != nil {
@@ -221,12 +226,16 @@ func (r *call) allow(f *apikey.Facts, from []int) {
 
 // sidecarFailure answers a failed verify: never fail open.
 func (r *call) sidecarFailure(err error) {
+	in := r.in
 	switch {
 	case errors.Is(err, errTimeout):
 		logger().Warn("keygate: key service timeout", "code", "5040", "request_id", r.reqID)
+		r.kongLog(kongErr, "sidecar|"+in.cacheNS, "keygate: key service at "+in.cacheNS+" did not answer within sidecar_timeout_ms "+
+			strconv.FormatInt(in.timeout.Milliseconds(), 10)+"; answered 504/5040")
 		r.reject(envelope.Timeout)
 	default:
 		logger().Warn("keygate: key service unavailable", "code", "5030", "err", err.Error(), "request_id", r.reqID)
+		r.kongLog(kongErr, "sidecar|"+in.cacheNS, "keygate: key service at "+in.cacheNS+" unavailable; answered 503/5030: "+err.Error())
 		r.reject(envelope.Unavailable)
 	}
 }

@@ -76,11 +76,14 @@ func TestEnforceBeforeSidecar(t *testing.T) {
 // TestEnforceSidecarDown: connection refused answers 503/5030, never allow.
 func TestEnforceSidecarDown(t *testing.T) {
 	t.Parallel()
-	for _, url := range []string{"http://" + closedPort(t), "unix:/nonexistent/keygate.sock"} {
+	for _, url := range []string{"http://" + closedPort(t), "unix:" + t.TempDir() + "/nonexistent.sock"} {
 		cfg := enforceConfig(url)
 		e := serve(t, cfg, keyRequest(http.Header{"X-Api-Key": {apikey.NewSecret(apikey.Live).Reveal()}}), "")
 		wantReject(t, e, envelope.Unavailable)
-		wantCalls(t, e, pdkGetHeaders, pdkExit)
+		// The one kong.log line of this sidecar (konglog.go): a failure
+		// path, visible at Kong's default log level.
+		wantCalls(t, e, pdkGetHeaders, pdkLogErr, pdkExit)
+		wantLog(t, e, "err", "key service at "+url+" unavailable")
 	}
 }
 
@@ -94,6 +97,8 @@ func TestEnforceSidecarSlow(t *testing.T) {
 	e := serve(t, cfg, keyRequest(http.Header{"X-Api-Key": {apikey.NewSecret(apikey.Live).Reveal()}}), "")
 	d := time.Since(start)
 	wantReject(t, e, envelope.Timeout)
+	wantCalls(t, e, pdkGetHeaders, pdkLogErr, pdkExit)
+	wantLog(t, e, "err", "key service at http://"+addr+" did not answer within sidecar_timeout_ms 150; answered 504/5040")
 	if d < 150*time.Millisecond || d > 2*time.Second {
 		t.Errorf("answered after %v with a 150 ms timeout", d)
 	}

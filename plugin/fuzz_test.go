@@ -37,6 +37,7 @@ func (f *fakeKong) forwardedIP() (string, error)           { return f.ip, nil }
 func (f *fakeKong) authenticate(id string) error           { f.authID = id; return nil }
 func (f *fakeKong) setHeaders(h map[string][]string) error { f.set = h; return nil }
 func (f *fakeKong) clearHeader(n string) error             { f.cleared = append(f.cleared, n); return nil }
+func (f *fakeKong) log(kongLevel, string)                  {}
 func (f *fakeKong) exit(status int, _ []byte, _ map[string][]string) {
 	f.exited, f.status = true, status
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"github.com/Kong/go-pdk/bridge"
 	"github.com/Kong/go-pdk/bridge/bridgetest"
 	"github.com/Kong/go-pdk/client"
+	"github.com/Kong/go-pdk/log"
 	"github.com/Kong/go-pdk/request"
 	"github.com/Kong/go-pdk/response"
 	service_request "github.com/Kong/go-pdk/service/request"
@@ -32,6 +34,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/keygate/keygate/internal/envelope"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 const (
@@ -59,13 +62,30 @@ type kongEnv struct {
 	fwdIP  string
 	mu     sync.Mutex
 	calls  []string
+	logs   []string // "<level>: <message>" of each kong.log.* call
 	closed atomic.Bool
+	// headers, when set, is the raw answer to kong.request.get_headers
+	// (for what go-pdk's test environment cannot encode).
+	headers []byte
 }
 
 func (e *kongEnv) Handle(method string, args []byte) []byte {
 	e.mu.Lock()
 	e.calls = append(e.calls, method)
+	if level, ok := strings.CutPrefix(method, "kong.log."); ok {
+		var l structpb.ListValue
+		if err := proto.Unmarshal(args, &l); err == nil {
+			var b strings.Builder
+			for _, v := range l.Values {
+				b.WriteString(v.GetStringValue())
+			}
+			e.logs = append(e.logs, level+": "+b.String())
+		}
+	}
 	e.mu.Unlock()
+	if method == "kong.request.get_headers" && e.headers != nil {
+		return e.headers
+	}
 	if method == "kong.client.get_forwarded_ip" && e.fwdIP != "" {
 		out, _ := proto.Marshal(bridge.WrapString(e.fwdIP))
 		return out
@@ -80,6 +100,12 @@ func (e *kongEnv) Errorf(format string, args ...any) {
 		return
 	}
 	e.TestEnv.Errorf(format, args...)
+}
+
+func (e *kongEnv) Logs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.logs)
 }
 
 func (e *kongEnv) Calls() []string {
@@ -98,6 +124,13 @@ func serve(t *testing.T, cfg *Config, req test.Request, fwdIP string) *kongEnv {
 
 func serveWith(t *testing.T, req test.Request, fwdIP string, handler func(*pdk.PDK)) *kongEnv {
 	t.Helper()
+	return serveRaw(t, req, fwdIP, nil, handler)
+}
+
+// serveRaw is serveWith with get_headers answered by rawHeaders when it is
+// not nil.
+func serveRaw(t *testing.T, req test.Request, fwdIP string, rawHeaders []byte, handler func(*pdk.PDK)) *kongEnv {
+	t.Helper()
 	if req.Method == "" {
 		req.Method = "GET"
 	}
@@ -105,7 +138,7 @@ func serveWith(t *testing.T, req test.Request, fwdIP string, handler func(*pdk.P
 	if err != nil {
 		t.Fatal(err)
 	}
-	ke := &kongEnv{TestEnv: env, fwdIP: fwdIP}
+	ke := &kongEnv{TestEnv: env, fwdIP: fwdIP, headers: rawHeaders}
 	conn := bridgetest.MockFunc(ke)
 	b := bridge.New(conn)
 	k := &pdk.PDK{
@@ -113,6 +146,7 @@ func serveWith(t *testing.T, req test.Request, fwdIP string, handler func(*pdk.P
 		Request:        request.Request{PdkBridge: b},
 		Response:       response.Response{PdkBridge: b},
 		ServiceRequest: service_request.Request{PdkBridge: b},
+		Log:            log.Log{PdkBridge: b},
 	}
 	handler(k)
 	ke.closed.Store(true)
@@ -167,6 +201,8 @@ const (
 	pdkSetHeaders  = "kong.service.request.set_headers"
 	pdkClearHeader = "kong.service.request.clear_header"
 	pdkFwdIP       = "kong.client.get_forwarded_ip"
+	pdkLogErr      = "kong.log.err"
+	pdkLogWarn     = "kong.log.warn"
 )
 
 // Test keys, generated once.

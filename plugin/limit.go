@@ -52,6 +52,7 @@ func (r *call) clientIP() (netip.Addr, bool) {
 		raw, err := r.k.forwardedIP()
 		if err != nil {
 			logger().Error("keygate: kong.client.get_forwarded_ip failed", "err", err.Error(), "request_id", r.reqID)
+			r.kongLog(kongErr, "pdk", "keygate: PDK call kong.client.get_forwarded_ip failed (the client IP is treated as unknown): "+err.Error())
 			return netip.Addr{}, false
 		}
 		ip, err := netip.ParseAddr(raw)

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"crypto/subtle"
+	"fmt"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -46,8 +47,7 @@ func (r *call) manage(h map[string][]string) {
 	sub, _ := claims["sub"].(string)
 	path, err := r.k.path()
 	if err != nil {
-		logger().Error("keygate: kong.request.get_path failed", "err", err.Error(), "request_id", r.reqID)
-		r.reject(envelope.Internal)
+		r.internal("kong.request.get_path", err)
 		return
 	}
 	ws, ok := workspaceFromPath(path)
@@ -58,14 +58,16 @@ func (r *call) manage(h map[string][]string) {
 	}
 	portal, ok := in.portal(h["x-portal-access-code"])
 	if !ok {
+		if len(in.portals) == 0 {
+			r.kongLog(kongWarn, fmt.Sprintf("noportals|%p", in), "keygate: portal_codes is empty on this manage route: every management request answers 403/4032")
+		}
 		logger().Info("keygate: management request rejected", "code", "4032", "sub", sub, "workspace_id", ws, "request_id", r.reqID)
 		r.reject(envelope.UnknownPortal)
 		return
 	}
 	method, err := r.k.method()
 	if err != nil {
-		logger().Error("keygate: kong.request.get_method failed", "err", err.Error(), "request_id", r.reqID)
-		r.reject(envelope.Internal)
+		r.internal("kong.request.get_method", err)
 		return
 	}
 	assertion, err := identity.Sign(in.secret, identity.Claims{
@@ -80,19 +82,15 @@ func (r *call) manage(h map[string][]string) {
 	}, in.now(), identityTTL)
 	if err != nil {
 		logger().Error("keygate: signing the identity assertion failed", "err", err.Error(), "request_id", r.reqID)
+		r.kongLog(kongErr, "sign", "keygate: signing the identity assertion failed, answered 500/5000: "+err.Error())
 		r.reject(envelope.Internal)
 		return
 	}
-	// Client X-Keygate-* headers: the identity header is overwritten by
-	// set_headers below, any other one is removed.
-	for name := range h {
-		if len(name) >= len(identity.HeaderPrefix) && strings.EqualFold(name[:len(identity.HeaderPrefix)], identity.HeaderPrefix) &&
-			!strings.EqualFold(name, identity.Header) {
-			if err := r.k.clearHeader(name); err != nil {
-				r.internal("kong.service.request.clear_header", err)
-				return
-			}
-		}
+	// Client headers that spell a keygate header (reserved.go): the
+	// identity header is replaced by set_headers below, any other one is
+	// removed.
+	if !r.clearReserved(h, isIdentityHeader) {
+		return
 	}
 	up := map[string][]string{identity.Header: {assertion}}
 	if r.genID {
@@ -110,6 +108,10 @@ func (r *call) manage(h map[string][]string) {
 	logger().Debug("keygate: management request proxied", "sub", sub, "workspace_id", ws, "portal", portal, "request_id", r.reqID)
 }
 
+// isIdentityHeader reports whether name is X-Keygate-Identity as spelled
+// ('-', any case): set_headers replaces it.
+func isIdentityHeader(name string) bool { return foldEqualDash(name, "x-keygate-identity") }
+
 // preflight reports whether a request without a valid JWT is a CORS
 // preflight (OPTIONS with Access-Control-Request-Method): a browser sends
 // it without credentials before every cross-origin call, so it is no failed
@@ -125,6 +127,7 @@ func (r *call) preflight(h map[string][]string) bool {
 
 func (r *call) internal(what string, err error) {
 	logger().Error("keygate: PDK call failed", "call", what, "err", err.Error(), "request_id", r.reqID)
+	r.kongLog(kongErr, "pdk", "keygate: PDK call "+what+" failed, answered 500/5000: "+err.Error())
 	r.reject(envelope.Internal)
 }
 

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -41,6 +42,8 @@ type kongAPI interface {
 	setHeaders(map[string][]string) error
 	clearHeader(name string) error
 	exit(status int, body []byte, headers map[string][]string)
+	// log writes one line through kong.log (failure paths only; konglog.go).
+	log(level kongLevel, msg string)
 }
 
 type pdkAPI struct{ k *pdk.PDK }
@@ -59,6 +62,13 @@ func (a pdkAPI) setHeaders(h map[string][]string) error { return a.k.ServiceRequ
 func (a pdkAPI) clearHeader(name string) error          { return a.k.ServiceRequest.ClearHeader(name) }
 func (a pdkAPI) exit(status int, body []byte, h map[string][]string) {
 	a.k.Response.Exit(status, body, h)
+}
+func (a pdkAPI) log(level kongLevel, msg string) {
+	if level == kongWarn {
+		_ = a.k.Log.Warn(msg)
+		return
+	}
+	_ = a.k.Log.Err(msg)
 }
 
 // Access is the handler of Kong's access phase.
@@ -82,22 +92,34 @@ func (c *Config) access(k kongAPI) {
 	r := &call{k: k}
 	defer func() {
 		if v := recover(); v != nil {
+			why := sanitizePanic(v)
 			logger().Error("keygate: panic in access; answering 500/5000",
-				"panic", sanitizePanic(v), "request_id", r.reqID, "stack", string(debug.Stack()))
+				"panic", why, "request_id", r.reqID, "stack", string(debug.Stack()))
 			if !r.exited {
+				r.kongLog(kongErr, "panic", "keygate: panic in the access handler, answered 500/5000: "+why+" (the stack is in the plugin's stderr, logged by Kong at info)")
 				r.reject(envelope.Internal)
 			}
 		}
 	}()
 	h, err := k.headers()
 	if err != nil {
+		if strings.Contains(err.Error(), "invalid UTF-8") {
+			// Kong hands header values over as raw bytes; go-pdk refuses to
+			// decode a string that is not UTF-8. The client's fault: 400.
+			logger().Info("keygate: request rejected", "code", "4000", "reason", "request headers are not valid UTF-8")
+			r.kongLog(kongWarn, "utf8", "keygate: a request's headers are not valid UTF-8 (go-pdk cannot decode them); answered 400/4000")
+			r.rejectMessage(envelope.BadRequest, "request headers must be valid UTF-8", nil)
+			return
+		}
 		logger().Error("keygate: kong.request.get_headers failed", "err", err.Error())
+		r.kongLog(kongErr, "pdk", "keygate: PDK call kong.request.get_headers failed, answered 500/5000: "+err.Error())
 		r.reject(envelope.Internal)
 		return
 	}
 	r.reqID, r.genID = requestID(h)
 	in, err := c.instance()
 	if err != nil {
+		r.kongLog(kongErr, "config|"+fmt.Sprintf("%p", c), "keygate: invalid plugin configuration (route_role "+strconv.Quote(c.RouteRole)+"); every request of this route answers 500/5000: "+problemList(err))
 		r.reject(envelope.Internal)
 		return
 	}

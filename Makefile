@@ -8,8 +8,11 @@ PKGS    := ./...
 
 all: build
 
+# The binaries report this with --version (internal/buildinfo).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "-X github.com/keygate/keygate/internal/buildinfo.version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 # The one command that runs every test (CI runs exactly this): vet, gofmt,
 # every test under the race detector, then every fuzz target for 10 s.

@@ -23,12 +23,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keygate/keygate/internal/buildinfo"
 	"github.com/keygate/keygate/sidecar"
 	"github.com/keygate/keygate/store"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 func main() {
 	if err := run(); err != nil {
@@ -50,7 +48,7 @@ func run() error {
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
-		fmt.Println("keygate-sidecar", version)
+		fmt.Println("keygate-sidecar", buildinfo.Version())
 		return nil
 	}
 	if *storeURL != "" && !strings.HasPrefix(*storeURL, "postgres://") && !strings.HasPrefix(*storeURL, "postgresql://") {

@@ -195,6 +195,13 @@ func (c *Config) defaults() error {
 	if c.Store == nil {
 		return errors.New("a key store is required")
 	}
+	return c.Validate()
+}
+
+// Validate reports a configuration the sidecar refuses to start with (its
+// secrets), without opening anything, so that a command line can fail
+// before it logs or opens the store.
+func (c *Config) Validate() error {
 	if len(c.GatewaySecret) == 0 {
 		return errors.New("gateway secret is required (KEYGATE_GATEWAY_SECRET or --gateway-secret-file)")
 	}

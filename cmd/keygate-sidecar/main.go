@@ -46,6 +46,7 @@ func run() error {
 	gwFile := flag.String("gateway-secret-file", "", "file holding the gateway secret (else KEYGATE_GATEWAY_SECRET)")
 	adminFile := flag.String("admin-token-file", "", "file holding the admin token (else KEYGATE_ADMIN_TOKEN; admin API off without it)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Usage = usage
 	flag.Parse()
 	if *showVersion {
 		fmt.Println("keygate-sidecar", buildinfo.Version())
@@ -60,7 +61,7 @@ func run() error {
 		return err
 	}
 	if len(gw) == 0 {
-		return errors.New("gateway secret missing: set KEYGATE_GATEWAY_SECRET or --gateway-secret-file")
+		return errors.New("gateway secret missing: set KEYGATE_GATEWAY_SECRET (at least 16 bytes, shared with the keygate plugin) or --gateway-secret-file (see --help)")
 	}
 	admin, err := secret(*adminFile, "KEYGATE_ADMIN_TOKEN")
 	if err != nil {
@@ -79,13 +80,17 @@ func run() error {
 			return err
 		}
 	}
-	if len(admin) == 0 {
-		log.Info("admin token not set: the admin API is off")
+	// Every configuration error is fatal before anything is logged.
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if cfg.Store, err = openStore(*db, *storeURL, log); err != nil {
 		return err
+	}
+	if len(admin) == 0 {
+		log.Info("admin token not set: the admin API is off")
 	}
 	if err := sidecar.Run(ctx, cfg); err != nil { // closes the store
 		return err
@@ -114,4 +119,30 @@ func secret(file, env string) ([]byte, error) {
 		return []byte(strings.TrimRight(string(b), "\r\n")), nil
 	}
 	return []byte(os.Getenv(env)), nil
+}
+
+// usage is --help: what the program is, what it needs, then the flags.
+func usage() {
+	out := flag.CommandLine.Output()
+	fmt.Fprint(out, `keygate-sidecar is keygate's key service. It stores workspace API keys
+(an embedded bbolt file, or PostgreSQL shared by several sidecars) and serves
+the key-management API that Kong's keygate plugin proxies owners to, the
+verify API the plugin calls for every API key, /healthz, /readyz, /metrics,
+/openapi.yaml and the owner console (/console/).
+
+Usage: keygate-sidecar [flags]
+
+Required: the gateway secret shared with the keygate plugin (at least 16
+bytes) in $KEYGATE_GATEWAY_SECRET, or in a file named by --gateway-secret-file.
+Optional: the admin token ($KEYGATE_ADMIN_TOKEN or --admin-token-file, at
+least 16 bytes, not the gateway secret) turns on the admin API: operators call
+the management API directly with "Authorization: Bearer <admin token>".
+
+Example:
+  export KEYGATE_GATEWAY_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  keygate-sidecar --listen 127.0.0.1:8080 --db ./data/keygate.db
+
+Flags:
+`)
+	flag.PrintDefaults()
 }

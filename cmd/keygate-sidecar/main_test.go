@@ -319,3 +319,51 @@ func TestUnixSocket(t *testing.T) {
 		t.Fatalf("socket left behind: %v", err)
 	}
 }
+
+// TestHelpSaysWhatItIs: --help names the program's job and the secret it
+// cannot start without.
+func TestHelpSaysWhatItIs(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(bin, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("--help: %v\n%s", err, out)
+	}
+	for _, want := range []string{"keygate's key service", "Required: the gateway secret", "$KEYGATE_GATEWAY_SECRET", "--gateway-secret-file", "-listen", "Example:"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("--help lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestConfigErrorBeforeAnyLog: a configuration the sidecar refuses is
+// reported alone — no log line before it, no database file opened.
+func TestConfigErrorBeforeAnyLog(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"short gateway secret, no admin token", []string{"KEYGATE_GATEWAY_SECRET=too-short", "KEYGATE_ADMIN_TOKEN="}, "gateway secret must be at least 16 bytes"},
+		{"admin token equal to the gateway secret", []string{"KEYGATE_GATEWAY_SECRET=" + gw, "KEYGATE_ADMIN_TOKEN=" + gw}, "admin token must differ from the gateway secret"},
+		{"short admin token", []string{"KEYGATE_GATEWAY_SECRET=" + gw, "KEYGATE_ADMIN_TOKEN=short"}, "admin token must be at least 16 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := filepath.Join(t.TempDir(), "data", "k.db")
+			cmd := exec.Command(bin, "--listen", freeAddr(t), "--db", db)
+			cmd.Env = append(os.Environ(), tc.env...)
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+				t.Fatalf("started: %v\n%s", err, out)
+			}
+			if want := "keygate-sidecar: " + tc.want; !strings.HasPrefix(string(out), want) || strings.Count(string(out), "\n") != 1 {
+				t.Errorf("output %q, want only %q", out, want)
+			}
+			if _, err := os.Stat(db); !os.IsNotExist(err) {
+				t.Errorf("the database was opened before the configuration was refused: %v", err)
+			}
+		})
+	}
+}

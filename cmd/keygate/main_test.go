@@ -5,7 +5,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/keygate/keygate/plugin"
 )
 
 // TestDump builds the binary and checks what Kong reads from `keygate -dump`:
@@ -81,5 +84,48 @@ func TestDump(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("config fields\n got %q\nwant %q", got, want)
+	}
+}
+
+// buildKeygate builds the binary into a fresh directory.
+func buildKeygate(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "keygate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestCommandLineExplainsItself: --version and --help answer and exit 0;
+// run by hand where it cannot listen, keygate says Kong starts it and how
+// to run it anyway, beside the listen error.
+func TestCommandLineExplainsItself(t *testing.T) {
+	bin := buildKeygate(t)
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "keygate ") || !strings.Contains(string(out), "(plugin version "+plugin.Version+")") {
+		t.Errorf("--version: %q, %v", out, err)
+	}
+	out, err = exec.Command(bin, "--help").CombinedOutput()
+	if err != nil {
+		t.Errorf("--help exits with %v", err)
+	}
+	for _, want := range []string{"Kong Go plugin", "pluginserver_keygate_start_cmd", "-kong-prefix", "-dump"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("--help lacks %q:\n%s", want, out)
+		}
+	}
+	prefix := filepath.Join(t.TempDir(), "no-such-prefix")
+	out, err = exec.Command(bin, "-kong-prefix", prefix).CombinedOutput()
+	if err == nil {
+		t.Fatalf("keygate listened in a directory that does not exist:\n%s", out)
+	}
+	for _, want := range []string{filepath.Join(prefix, "keygate.socket"), "Kong starts it itself", "keygate -kong-prefix DIR"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("run by hand, the output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -65,6 +65,23 @@ func main() {
 func parseFlags(args []string, out io.Writer) (cfg kongemu.Config, err error) {
 	fs := flag.NewFlagSet("kongemu", flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, `kongemu plays Kong 3.8/3.9's side of the Go plugin-server protocol, so that
+keygate's plugin runs end to end without Kong: it starts the plugin binary as
+Kong does (-dump, then -kong-prefix DIR), reads a declarative kong.yml
+(services, routes, keygate plugin entries) and proxies HTTP through the
+plugin. A development and test harness, not a gateway: production runs Kong.
+
+Usage:
+  kongemu --config kong/kong.yml --conf kong.conf [--listen 127.0.0.1:8000] [flags]
+  kongemu --config kong/kong.yml --plugin PATH/keygate [--listen 127.0.0.1:8000] [flags]
+
+SIGHUP reloads kong.yml as kong reload does; SIGINT and SIGTERM stop it.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	var conf, trusted, header, version string
 	var recursive bool
 	fs.StringVar(&cfg.ConfigPath, "config", "kong/kong.yml", "declarative config (_format_version 3.0)")

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -77,5 +79,19 @@ func TestParseFlags(t *testing.T) {
 			}
 			tc.check(t, cfg)
 		})
+	}
+}
+
+// TestHelpSaysWhatItIs: --help describes kongemu before its flags.
+func TestHelpSaysWhatItIs(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	if _, err := parseFlags([]string{"--help"}, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"plays Kong 3.8/3.9's side of the Go plugin-server protocol", "not a gateway", "Usage:", "-config", "-conf"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -159,16 +159,18 @@ var authorizationKey = []byte("Authorization")
 // factsOf turns a verify answer into key facts, checking them: an answer
 // that does not make sense is the service's failure, never an allow.
 func factsOf(r *apikey.VerifyResult) (*apikey.Facts, error) {
-	if r.DenyCode == string(envelope.InvalidKey) {
-		return nil, nil
-	}
 	bad := func(what string) error {
 		return fmt.Errorf("%w: sidecar verify answer: %s", errUnavailable, what)
 	}
-	switch r.DenyCode {
-	case "", string(envelope.ModeDenied), string(envelope.ScopeDenied), string(envelope.IPDenied):
-	default:
+	d, ok := envelope.DecisionOf(r.DenyCode)
+	if !ok {
 		return nil, bad("unknown denyCode")
+	}
+	if r.Allow != (d == apikey.Allow) {
+		return nil, bad("allow and denyCode disagree")
+	}
+	if d == apikey.DenyInvalid {
+		return nil, nil
 	}
 	if !apikey.ValidID(r.APIKeyID) {
 		return nil, bad("bad apiKeyId")

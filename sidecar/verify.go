@@ -54,7 +54,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, rid string) {
 		s.usage.used(e, r.Now)
 		s.metrics.countVerify(envelope.OK)
 	} else {
-		s.metrics.countVerify(envelope.Code(d.Code()))
+		s.metrics.countVerify(envelope.DenyCode(d))
 	}
 	var factsJSON string
 	if d != apikey.DenyInvalid {
@@ -235,7 +235,7 @@ func appendVerifyData(b []byte, d apikey.Decision, factsJSON string, cacheMs int
 		b = append(b, `{"allow":true,"denyCode":""`...)
 	} else {
 		b = append(b, `{"allow":false,"denyCode":"`...)
-		b = append(b, d.Code()...)
+		b = append(b, envelope.DenyCode(d)...)
 		b = append(b, '"')
 	}
 	b = append(b, factsJSON...)

@@ -138,7 +138,7 @@ func TestDecide(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Decide(tc.f(), tc.r); got != tc.want {
-				t.Fatalf("Decide = %v (%s), want %v", got, got.Code(), tc.want)
+				t.Fatalf("Decide = %v, want %v", got, tc.want)
 			}
 		})
 	}

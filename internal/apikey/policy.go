@@ -41,7 +41,8 @@ type Request struct {
 	ClientIP netip.Addr
 }
 
-// Decision is the outcome of Decide.
+// Decision is the outcome of Decide. Its envelope code is
+// envelope.DenyCode: the one table of decisions and codes.
 type Decision uint8
 
 const (
@@ -51,23 +52,6 @@ const (
 	DenyScope
 	DenyIP
 )
-
-// Code is the envelope code of the decision ("" for Allow).
-func (d Decision) Code() string {
-	switch d {
-	case Allow:
-		return ""
-	case DenyInvalid:
-		return "4012"
-	case DenyMode:
-		return "4035"
-	case DenyScope:
-		return "4033"
-	case DenyIP:
-		return "4034"
-	}
-	return "4012"
-}
 
 // Decide is the access decision of docs/CONTRACT.md §6.1, in its order: known, active and
 // unexpired (f nil means unknown) → mode → every required scope → client IP.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/keygate/keygate/internal/apikey"
 )
 
 func TestAppend(t *testing.T) {
@@ -72,5 +74,34 @@ func TestRequestIDs(t *testing.T) {
 	a, b := NewRequestID(), NewRequestID()
 	if a == b || len(a) != 36 || !ValidRequestID(a) || a[14] != '4' {
 		t.Fatalf("NewRequestID: %q %q", a, b)
+	}
+}
+
+// Every decision Decide can return has a code of the table (a denial) or
+// none (Allow), no two share one, and DecisionOf reads each back.
+func TestDenyCode(t *testing.T) {
+	t.Parallel()
+	want := map[apikey.Decision]Code{
+		apikey.Allow: "", apikey.DenyInvalid: InvalidKey, apikey.DenyMode: ModeDenied,
+		apikey.DenyScope: ScopeDenied, apikey.DenyIP: IPDenied,
+	}
+	for d, c := range want {
+		if got := DenyCode(d); got != c {
+			t.Errorf("DenyCode(%d) = %q, want %q", d, got, c)
+		}
+		if back, ok := DecisionOf(string(c)); !ok || back != d {
+			t.Errorf("DecisionOf(%q) = %d, %v, want %d", c, back, ok, d)
+		}
+	}
+	if len(decisionOf) != len(want) {
+		t.Errorf("DenyCode knows %d decisions, the test %d", len(decisionOf), len(want))
+	}
+	if c := DenyCode(apikey.DenyIP + 1); c != Internal {
+		t.Errorf("an unknown decision is %q, want %q", c, Internal)
+	}
+	for _, s := range []string{"2000", "4011", "4290", "5000", " 4012", "4012 "} {
+		if d, ok := DecisionOf(s); ok {
+			t.Errorf("DecisionOf(%q) = %d, want none", s, d)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 
@@ -70,17 +71,14 @@ func (r *call) enforce(h map[string][]string) {
 	key, st, from := in.findKey(h)
 	switch st {
 	case keyNone:
-		logger().Debug("keygate: request rejected", "code", "4011", "request_id", r.reqID)
-		r.reject(envelope.KeyRequired)
+		r.refuse(slog.LevelDebug, "keygate: request rejected", envelope.KeyRequired)
 		return
 	case keyAmbiguous:
-		logger().Debug("keygate: request rejected", "code", "4012", "reason", "different keys presented", "request_id", r.reqID)
-		r.reject(envelope.InvalidKey)
+		r.refuse(slog.LevelDebug, "keygate: request rejected", envelope.InvalidKey, "reason", "different keys presented")
 		return
 	}
 	if _, ok := apikey.ParseSecret(key); !ok {
-		logger().Debug("keygate: request rejected", "code", "4012", "reason", "malformed key or bad checksum", "request_id", r.reqID)
-		r.reject(envelope.InvalidKey)
+		r.refuse(slog.LevelDebug, "keygate: request rejected", envelope.InvalidKey, "reason", "malformed key or bad checksum")
 		return
 	}
 	ck, facts, cached, known := in.cached(key)
@@ -125,10 +123,8 @@ func (r *call) enforce(h map[string][]string) {
 		r.allow(facts, from, h)
 	case apikey.DenyInvalid:
 		r.invalid(facts)
-	case apikey.DenyMode:
-		r.denyKey(envelope.ModeDenied, facts)
-	case apikey.DenyScope:
-		r.denyKey(envelope.ScopeDenied, facts)
+	case apikey.DenyMode, apikey.DenyScope:
+		r.denyKey(d, facts)
 	case apikey.DenyIP:
 		r.denyIP(facts)
 	default:
@@ -155,7 +151,7 @@ func (r *call) invalid(f *apikey.Facts) {
 		}
 		r.ipFailed(lim)
 	}
-	r.deny(envelope.InvalidKey, f)
+	r.deny(apikey.DenyInvalid, f)
 }
 
 // denyIP answers 4034 and counts it against the client address, not the
@@ -168,26 +164,27 @@ func (r *call) denyIP(f *apikey.Facts) {
 		}
 		r.ipFailed(lim)
 	}
-	r.deny(envelope.IPDenied, f)
+	r.deny(apikey.DenyIP, f)
 }
 
 // denyKey answers a denial of a known key that does not depend on the
 // client (4033/4035: every request of this key on this route's policy is
 // denied alike) and counts it against the key id on that policy.
-func (r *call) denyKey(code envelope.Code, f *apikey.Facts) {
+func (r *call) denyKey(d apikey.Decision, f *apikey.Facts) {
 	if r.in.keyFail != nil {
 		r.keyFailed(f.APIKeyID)
 	}
-	r.deny(code, f)
+	r.deny(d, f)
 }
 
-func (r *call) deny(code envelope.Code, f *apikey.Facts) {
+// deny answers the code of decision d (envelope.DenyCode).
+func (r *call) deny(d apikey.Decision, f *apikey.Facts) {
+	code := envelope.DenyCode(d)
 	if f != nil {
-		logger().Info("keygate: request rejected", "code", string(code), "api_key_id", f.APIKeyID, "workspace_id", f.WorkspaceID, "request_id", r.reqID)
+		r.refuse(slog.LevelInfo, "keygate: request rejected", code, "api_key_id", f.APIKeyID, "workspace_id", f.WorkspaceID)
 	} else {
-		logger().Debug("keygate: request rejected", "code", string(code), "reason", "unknown, revoked or expired key", "request_id", r.reqID)
+		r.refuse(slog.LevelDebug, "keygate: request rejected", code, "reason", "unknown, revoked or expired key")
 	}
-	r.reject(code)
 }
 
 // allow authenticates the credential, sets the upstream headers in one call
@@ -229,14 +226,12 @@ func (r *call) sidecarFailure(err error) {
 	in := r.in
 	switch {
 	case errors.Is(err, errTimeout):
-		logger().Warn("keygate: key service timeout", "code", "5040", "request_id", r.reqID)
 		r.kongLog(kongErr, "sidecar|"+in.cacheNS, "keygate: key service at "+in.cacheNS+" did not answer within sidecar_timeout_ms "+
 			strconv.FormatInt(in.timeout.Milliseconds(), 10)+"; answered 504/5040")
-		r.reject(envelope.Timeout)
+		r.refuse(slog.LevelWarn, "keygate: key service timeout", envelope.Timeout)
 	default:
-		logger().Warn("keygate: key service unavailable", "code", "5030", "err", err.Error(), "request_id", r.reqID)
 		r.kongLog(kongErr, "sidecar|"+in.cacheNS, "keygate: key service at "+in.cacheNS+" unavailable; answered 503/5030: "+err.Error())
-		r.reject(envelope.Unavailable)
+		r.refuse(slog.LevelWarn, "keygate: key service unavailable", envelope.Unavailable, "err", err.Error())
 	}
 }
 

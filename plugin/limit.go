@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -86,9 +87,7 @@ func (r *call) ipBlocked(lim *limiter.Limiter) bool {
 	key := ipLimitKey(ip)
 	ra, blocked := lim.Blocked(key, r.in.now())
 	if blocked {
-		logger().Debug("keygate: request rejected", "code", "4290", "reason", "client blocked by the failed-verification limiter",
-			"client", key, "request_id", r.reqID)
-		r.tooMany(ra)
+		r.tooMany(ra, "reason", "client blocked by the failed-verification limiter", "client", key)
 	}
 	return blocked
 }
@@ -111,9 +110,7 @@ func (r *call) ipFailed(lim *limiter.Limiter) {
 func (r *call) keyBlocked(apiKeyID string) bool {
 	ra, blocked := r.in.keyFail.Blocked(r.in.keyLimitKey(apiKeyID), r.in.now())
 	if blocked {
-		logger().Debug("keygate: request rejected", "code", "4290", "reason", "API key blocked by the failed-verification limiter",
-			"api_key_id", apiKeyID, "request_id", r.reqID)
-		r.tooMany(ra)
+		r.tooMany(ra, "reason", "API key blocked by the failed-verification limiter", "api_key_id", apiKeyID)
 	}
 	return blocked
 }
@@ -131,9 +128,10 @@ func (r *call) keyFailed(apiKeyID string) {
 // the scope for is throttled there, not on the routes its key may use.
 func (in *instance) keyLimitKey(apiKeyID string) string { return in.policyID + apiKeyID }
 
-// tooMany answers 429/4290 with Retry-After in whole seconds.
-func (r *call) tooMany(retryAfter time.Duration) {
-	r.rejectWith(envelope.TooManyRequests, map[string][]string{
+// tooMany answers 429/4290 with Retry-After in whole seconds, logging attrs
+// at debug level.
+func (r *call) tooMany(retryAfter time.Duration, attrs ...any) {
+	r.refuseWith(slog.LevelDebug, "keygate: request rejected", envelope.TooManyRequests, "", map[string][]string{
 		"Retry-After": {strconv.Itoa(limiter.Seconds(retryAfter))},
-	})
+	}, attrs...)
 }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"crypto/subtle"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -37,11 +38,10 @@ func (r *call) manage(h map[string][]string) {
 	}
 	claims, why := in.verifyJWT(h["authorization"])
 	if why != "" {
-		logger().Info("keygate: management request rejected", "code", "4010", "reason", why, "request_id", r.reqID)
 		if in.ipFail != nil && !r.preflight(h) {
 			r.ipFailed(in.ipFail) // asks Kong for the client IP unless done above
 		}
-		r.reject(envelope.Unauthorized)
+		r.refuse(slog.LevelInfo, "keygate: management request rejected", envelope.Unauthorized, "reason", why)
 		return
 	}
 	sub, _ := claims["sub"].(string)
@@ -52,8 +52,7 @@ func (r *call) manage(h map[string][]string) {
 	}
 	ws, ok := workspaceFromPath(path)
 	if !ok || !isOwner(claims[in.rolesClaim], ws) {
-		logger().Info("keygate: management request rejected", "code", "4030", "sub", sub, "workspace_id", ws, "path_ok", ok, "request_id", r.reqID)
-		r.reject(envelope.NotOwner)
+		r.refuse(slog.LevelInfo, "keygate: management request rejected", envelope.NotOwner, "sub", sub, "workspace_id", ws, "path_ok", ok)
 		return
 	}
 	portal, ok := in.portal(h["x-portal-access-code"])
@@ -61,8 +60,7 @@ func (r *call) manage(h map[string][]string) {
 		if len(in.portals) == 0 {
 			r.kongLog(kongWarn, fmt.Sprintf("noportals|%p", in), "keygate: portal_codes is empty on this manage route: every management request answers 403/4032")
 		}
-		logger().Info("keygate: management request rejected", "code", "4032", "sub", sub, "workspace_id", ws, "request_id", r.reqID)
-		r.reject(envelope.UnknownPortal)
+		r.refuse(slog.LevelInfo, "keygate: management request rejected", envelope.UnknownPortal, "sub", sub, "workspace_id", ws)
 		return
 	}
 	method, err := r.k.method()

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -128,8 +129,9 @@ func (c *Config) access(k kongAPI) {
 		// Kong hands over only the first MaxHeaders header lines: a second
 		// key, or a client X-Keygate-* header to strip, could hide behind
 		// them. Refuse rather than decide on part of the request.
-		logger().Info("keygate: request rejected", "code", "4000", "reason", "too many request headers", "headers", n, "request_id", r.reqID)
-		r.rejectMessage(envelope.BadRequest, "too many request headers (at most "+strconv.Itoa(MaxHeaders-1)+")", nil)
+		r.refuseWith(slog.LevelInfo, "keygate: request rejected", envelope.BadRequest,
+			"too many request headers (at most "+strconv.Itoa(MaxHeaders-1)+")", nil,
+			"reason", "too many request headers", "headers", n)
 		return
 	}
 	switch in.role {
@@ -140,6 +142,23 @@ func (c *Config) access(k kongAPI) {
 	default:
 		r.reject(envelope.Internal)
 	}
+}
+
+// refuse logs msg at level with the code it sends and attrs, then answers
+// with the envelope of code: the code in the log line is the code sent.
+func (r *call) refuse(level slog.Level, msg string, code envelope.Code, attrs ...any) {
+	r.refuseWith(level, msg, code, "", nil, attrs...)
+}
+
+// refuseWith is refuse with a message ("" = the code's) and extra headers.
+func (r *call) refuseWith(level slog.Level, msg string, code envelope.Code, message string, extra map[string][]string, attrs ...any) {
+	if l := logger(); l.Enabled(context.Background(), level) {
+		args := make([]any, 0, len(attrs)+4)
+		args = append(args, "code", string(code))
+		args = append(args, attrs...)
+		l.Log(context.Background(), level, msg, append(args, "request_id", r.reqID)...)
+	}
+	r.rejectMessage(code, message, extra)
 }
 
 // reject answers the request with the envelope of code; it is the only way

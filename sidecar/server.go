@@ -501,7 +501,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		reply(ctx, rid, envelope.NotFound, "Not found", nil)
 		return
 	}
-	if string(ctx.Path()) == "/internal/v1/verify" { // compared without a copy
+	if string(ctx.Path()) == apikey.VerifyPath { // compared without a copy
 		if !ctx.IsPost() {
 			methodNotAllowed(ctx, rid, "POST")
 			return

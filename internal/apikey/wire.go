@@ -1,6 +1,7 @@
 package apikey
 
-// VerifyPath is the sidecar's verify endpoint.
+// VerifyPath is the sidecar's verify endpoint: the plugin sends to it and
+// the sidecar routes it, both from this constant.
 const VerifyPath = "/internal/v1/verify"
 
 // VerifyRequest is the body of POST /internal/v1/verify (docs/CONTRACT.md §9.3). Without

@@ -147,9 +147,10 @@ type Config struct {
 	CacheTTLMS *int `json:"cache_ttl_ms" role:"enforce" default:"1000" doc:"how long key facts are cached, 1..1000: the revocation bound"`
 	// FailureLimitPerMinute is the failed-verification limiter's refill rate
 	// (0..60000, default 30; 0 turns the limiter off): repeated invalid keys
-	// (4012) or bad JWTs (4010) from one client IP, and repeated denials
-	// (4033/4034/4035) of one API key id, are answered 429/4290 with
-	// Retry-After, before the key service is asked.
+	// (4012), calls from outside a key's whitelist (4034) or bad JWTs (4010)
+	// from one client IP, and repeated denials (4033/4035) of one API key id
+	// on a route policy, are answered 429/4290 with Retry-After, before the
+	// key service is asked.
 	FailureLimitPerMinute *int `json:"failure_limit_per_minute" role:"both" default:"30" doc:"failures forgiven per minute per client IP or key id, 0..60000; 0 turns the limiter off"`
 	// FailureBurst is how many failures a client IP or key id may have at
 	// once before the limiter answers 429 (1..10000, default 20).

@@ -20,8 +20,8 @@ type instance struct {
 	clock  func() time.Time
 
 	// Failed-verification limiters (nil when off), shared process-wide:
-	// ipFail counts 4010 (manage) or 4012 (enforce) by client IP, keyFail
-	// counts 4033/4034/4035 by policyID + apiKeyId.
+	// ipFail counts 4010 (manage) or 4012 and 4034 (enforce) by client IP,
+	// keyFail counts 4033/4035 by policyID + apiKeyId.
 	ipFail   *limiter.Limiter
 	keyFail  *limiter.Limiter
 	policyID string // enforce: identifies required scopes + modes

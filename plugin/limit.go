@@ -20,8 +20,8 @@ const MaxFailureKeys = 1 << 14
 // Limiter kinds: one limiter per kind and settings, shared process-wide.
 const (
 	limManageIP   = "manage-ip"   // 4010 by client IP
-	limEnforceIP  = "enforce-ip"  // 4012 by client IP
-	limEnforceKey = "enforce-key" // 4033/4034/4035 by route policy + apiKeyId
+	limEnforceIP  = "enforce-ip"  // 4012 and 4034 by client IP
+	limEnforceKey = "enforce-key" // 4033/4035 by route policy + apiKeyId
 )
 
 // limiterRegistry holds the failed-verification limiters of the process,
@@ -115,7 +115,8 @@ func (r *call) keyBlocked(apiKeyID string) bool {
 	return blocked
 }
 
-// keyFailed records a denial (4033/4034/4035) of the API key id.
+// keyFailed records a denial (4033/4035) of the API key id; a 4034 counts
+// against the client address instead (denyIP).
 func (r *call) keyFailed(apiKeyID string) {
 	if ra, blocked := r.in.keyFail.Fail(r.in.keyLimitKey(apiKeyID), r.in.now()); blocked {
 		logger().Warn("keygate: API key blocked by the failed-verification limiter", "api_key_id", apiKeyID,

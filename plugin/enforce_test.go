@@ -175,6 +175,8 @@ func TestFactsOf(t *testing.T) {
 		"bad whitelist": func(r *apikey.VerifyResult) { r.IPWhitelist = []string{"10.0.0.1/8"} },
 		"bad expiry":    func(r *apikey.VerifyResult) { r.ExpiresAt = "soon" },
 		"odd denyCode":  func(r *apikey.VerifyResult) { r.DenyCode = "4999" },
+		"allow denied":  func(r *apikey.VerifyResult) { r.DenyCode = "4033" },
+		"deny allowed":  func(r *apikey.VerifyResult) { r.Allow = false },
 	} {
 		r := good
 		mut(&r)

@@ -146,8 +146,14 @@ func (c *sidecarClient) verify(key, requestID string, tail, bearer []byte, timeo
 	if status != fasthttp.StatusOK {
 		return nil, 0, fmt.Errorf("%w: sidecar answered status %d", errUnavailable, status)
 	}
+	return parseVerifyAnswer(resp.Body())
+}
+
+// parseVerifyAnswer reads the body of a 200 verify answer: the key's facts
+// (nil: not a valid key) and how long they may be cached (0: as configured).
+func parseVerifyAnswer(body []byte) (*apikey.Facts, time.Duration, error) {
 	var ans verifyAnswer
-	if err := json.Unmarshal(resp.Body(), &ans); err != nil || !ans.Success || ans.Code != envelope.OK || ans.Data == nil {
+	if err := json.Unmarshal(body, &ans); err != nil || !ans.Success || ans.Code != envelope.OK || ans.Data == nil {
 		return nil, 0, fmt.Errorf("%w: sidecar answer is not a verify envelope", errUnavailable)
 	}
 	f, err := factsOf(ans.Data)

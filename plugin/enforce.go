@@ -227,10 +227,10 @@ func (r *call) sidecarFailure(err error) {
 	switch {
 	case errors.Is(err, errTimeout):
 		r.kongLog(kongErr, "sidecar|"+in.cacheNS, "keygate: key service at "+in.cacheNS+" did not answer within sidecar_timeout_ms "+
-			strconv.FormatInt(in.timeout.Milliseconds(), 10)+"; answered 504/5040")
+			strconv.FormatInt(in.timeout.Milliseconds(), 10)+"; answered "+outcome(envelope.Timeout))
 		r.refuse(slog.LevelWarn, "keygate: key service timeout", envelope.Timeout)
 	default:
-		r.kongLog(kongErr, "sidecar|"+in.cacheNS, "keygate: key service at "+in.cacheNS+" unavailable; answered 503/5030: "+err.Error())
+		r.kongLog(kongErr, "sidecar|"+in.cacheNS, "keygate: key service at "+in.cacheNS+" unavailable; answered "+outcome(envelope.Unavailable)+": "+err.Error())
 		r.refuse(slog.LevelWarn, "keygate: key service unavailable", envelope.Unavailable, "err", err.Error())
 	}
 }

@@ -58,7 +58,7 @@ func (r *call) manage(h map[string][]string) {
 	portal, ok := in.portal(h["x-portal-access-code"])
 	if !ok {
 		if len(in.portals) == 0 {
-			r.kongLog(kongWarn, fmt.Sprintf("noportals|%p", in), "keygate: portal_codes is empty on this manage route: every management request answers 403/4032")
+			r.kongLog(kongWarn, fmt.Sprintf("noportals|%p", in), "keygate: portal_codes is empty on this manage route: every management request answers "+outcome(envelope.UnknownPortal))
 		}
 		r.refuse(slog.LevelInfo, "keygate: management request rejected", envelope.UnknownPortal, "sub", sub, "workspace_id", ws)
 		return
@@ -80,7 +80,7 @@ func (r *call) manage(h map[string][]string) {
 	}, in.now(), identityTTL)
 	if err != nil {
 		logger().Error("keygate: signing the identity assertion failed", "err", err.Error(), "request_id", r.reqID)
-		r.kongLog(kongErr, "sign", "keygate: signing the identity assertion failed, answered 500/5000: "+err.Error())
+		r.kongLog(kongErr, "sign", "keygate: signing the identity assertion failed, answered "+outcome(envelope.Internal)+": "+err.Error())
 		r.reject(envelope.Internal)
 		return
 	}
@@ -125,7 +125,7 @@ func (r *call) preflight(h map[string][]string) bool {
 
 func (r *call) internal(what string, err error) {
 	logger().Error("keygate: PDK call failed", "call", what, "err", err.Error(), "request_id", r.reqID)
-	r.kongLog(kongErr, "pdk", "keygate: PDK call "+what+" failed, answered 500/5000: "+err.Error())
+	r.kongLog(kongErr, "pdk", "keygate: PDK call "+what+" failed, answered "+outcome(envelope.Internal)+": "+err.Error())
 	r.reject(envelope.Internal)
 }
 

@@ -97,7 +97,7 @@ func (c *Config) access(k kongAPI) {
 			logger().Error("keygate: panic in access; answering 500/5000",
 				"panic", why, "request_id", r.reqID, "stack", string(debug.Stack()))
 			if !r.exited {
-				r.kongLog(kongErr, "panic", "keygate: panic in the access handler, answered 500/5000: "+why+" (the stack is in the plugin's stderr, logged by Kong at info)")
+				r.kongLog(kongErr, "panic", "keygate: panic in the access handler, answered "+outcome(envelope.Internal)+": "+why+" (the stack is in the plugin's stderr, logged by Kong at info)")
 				r.reject(envelope.Internal)
 			}
 		}
@@ -107,20 +107,20 @@ func (c *Config) access(k kongAPI) {
 		if strings.Contains(err.Error(), "invalid UTF-8") {
 			// Kong hands header values over as raw bytes; go-pdk refuses to
 			// decode a string that is not UTF-8. The client's fault: 400.
-			logger().Info("keygate: request rejected", "code", "4000", "reason", "request headers are not valid UTF-8")
-			r.kongLog(kongWarn, "utf8", "keygate: a request's headers are not valid UTF-8 (go-pdk cannot decode them); answered 400/4000")
-			r.rejectMessage(envelope.BadRequest, "request headers must be valid UTF-8", nil)
+			r.kongLog(kongWarn, "utf8", "keygate: a request's headers are not valid UTF-8 (go-pdk cannot decode them); answered "+outcome(envelope.BadRequest))
+			r.refuseWith(slog.LevelInfo, "keygate: request rejected", envelope.BadRequest, "request headers must be valid UTF-8", nil,
+				"reason", "request headers are not valid UTF-8")
 			return
 		}
 		logger().Error("keygate: kong.request.get_headers failed", "err", err.Error())
-		r.kongLog(kongErr, "pdk", "keygate: PDK call kong.request.get_headers failed, answered 500/5000: "+err.Error())
+		r.kongLog(kongErr, "pdk", "keygate: PDK call kong.request.get_headers failed, answered "+outcome(envelope.Internal)+": "+err.Error())
 		r.reject(envelope.Internal)
 		return
 	}
 	r.reqID, r.genID = requestID(h)
 	in, err := c.instance()
 	if err != nil {
-		r.kongLog(kongErr, "config|"+fmt.Sprintf("%p", c), "keygate: invalid plugin configuration (route_role "+strconv.Quote(c.RouteRole)+"); every request of this route answers 500/5000: "+problemList(err))
+		r.kongLog(kongErr, "config|"+fmt.Sprintf("%p", c), "keygate: invalid plugin configuration (route_role "+strconv.Quote(c.RouteRole)+"); every request of this route answers "+outcome(envelope.Internal)+": "+problemList(err))
 		r.reject(envelope.Internal)
 		return
 	}
@@ -159,6 +159,12 @@ func (r *call) refuseWith(level slog.Level, msg string, code envelope.Code, mess
 		l.Log(context.Background(), level, msg, append(args, "request_id", r.reqID)...)
 	}
 	r.rejectMessage(code, message, extra)
+}
+
+// outcome is "503/5030" of code: log lines say what a request was
+// answered from the code sent, never a typed copy.
+func outcome(code envelope.Code) string {
+	return strconv.Itoa(code.Status()) + "/" + string(code)
 }
 
 // reject answers the request with the envelope of code; it is the only way

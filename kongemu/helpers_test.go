@@ -207,6 +207,21 @@ func doReq(t *testing.T, c *http.Client, req *http.Request) result {
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
+	return readResult(t, resp)
+}
+
+// doDecode is what the upstream saw of a response read by hand.
+func doDecode(t *testing.T, resp *http.Response) *echoed {
+	t.Helper()
+	res := readResult(t, resp)
+	if res.echo == nil {
+		t.Fatalf("status %d: %s", res.status, res.body)
+	}
+	return res.echo
+}
+
+func readResult(t *testing.T, resp *http.Response) result {
+	t.Helper()
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {

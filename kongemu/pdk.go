@@ -100,7 +100,7 @@ func (st *reqState) dispatch(method string, args []byte) ([]byte, error) {
 	if reply == nil {
 		return nil, nil
 	}
-	return proto.Marshal(reply)
+	return marshalReply(reply)
 }
 
 // decode unmarshals the argument frame into a new T.
@@ -432,8 +432,11 @@ func init() {
 		"kong.request.get_http_version": noArg(func(st *reqState) (proto.Message, error) {
 			return &kpp.Number{V: float64(st.r.ProtoMajor) + float64(st.r.ProtoMinor)/10}, nil
 		}),
-		"kong.request.get_method":          noArg(func(st *reqState) (proto.Message, error) { return str(st.r.Method), nil }),
-		"kong.request.get_path":            noArg(func(st *reqState) (proto.Message, error) { return str(st.path), nil }),
+		"kong.request.get_method": noArg(func(st *reqState) (proto.Message, error) { return str(st.r.Method), nil }),
+		"kong.request.get_path": noArg(func(st *reqState) (proto.Message, error) {
+			return str(kongNormalize(rawPath(st.r.RequestURI), true)), nil
+		}),
+		"kong.request.get_raw_path":        noArg(func(st *reqState) (proto.Message, error) { return str(rawPath(st.r.RequestURI)), nil }),
 		"kong.request.get_path_with_query": noArg(func(st *reqState) (proto.Message, error) { return str(st.r.RequestURI), nil }),
 		"kong.request.get_raw_query":       noArg(func(st *reqState) (proto.Message, error) { return str(st.r.URL.RawQuery), nil }),
 		"kong.request.get_query_arg": strArg(func(st *reqState, k string) (proto.Message, error) {

@@ -44,6 +44,13 @@ func (c *Config) Access(kong *pdk.PDK) {
 		_, _ = kong.Client.LoadConsumer("nobody", false)
 	case "sleep":
 		time.Sleep(time.Duration(c.SleepMs) * time.Millisecond)
+	case "path": // kong.request.get_path, or the error go-pdk gives
+		p, err := kong.Request.GetPath()
+		_ = kong.ServiceRequest.SetHeader("X-Seen-Path", fmt.Sprintf("%q %v", p, err))
+	case "bytes": // a header value that is not UTF-8, one way and the other
+		one, err1 := kong.Request.GetHeader("x-bytes")
+		all, err2 := kong.Request.GetHeaders(100)
+		_ = kong.ServiceRequest.SetHeader("X-Seen-Bytes", fmt.Sprintf("%q %v | %d %v", one, err1, len(all), err2))
 	case "seq":
 		_ = kong.ServiceRequest.SetHeader("X-Plugin-Seq", c.Tag+"/"+strconv.Itoa(c.Seq))
 	case "pid":

@@ -639,3 +639,52 @@ func TestServerLimits(t *testing.T) {
 		t.Fatalf("next request: %d", res.status)
 	}
 }
+
+// Kong's process.lua respawns a dead plugin server at most once a second
+// (next_spawn = ngx.now() + 1): killed as soon as it starts, the plugin
+// is started again no sooner than a second after its last start.
+func TestPluginRestartRate(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	dir := shortTempDir(t)
+	starts := filepath.Join(dir, "starts")
+	script := filepath.Join(dir, "wrap")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ndate +%s%N >> "+starts+"\nexec "+pluginBin+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := fill("plugins = bundled,testplugin\nprefix = DIR\npluginserver_names = testplugin\n"+
+		"pluginserver_testplugin_start_cmd = WRAP -kong-prefix DIR\npluginserver_testplugin_query_cmd = BIN -dump\n",
+		"DIR", dir, "WRAP", script, "BIN", pluginBin)
+	e := startEmu(t, fill(oneRouteYAML, "UPSTREAM", up.URL), func(c *Config) { c.PluginPath = ""; c.Kong = kongConf(t, conf) })
+	deadline := time.Now().Add(3500 * time.Millisecond)
+	killed := map[int]bool{}
+	for time.Now().Before(deadline) {
+		res := e.do(t, "GET", "/", map[string]string{"X-Test-Mode": "pid"})
+		if res.echo != nil {
+			if pid, _ := strconv.Atoi(res.echo.Header.Get("X-Plugin-Pid")); pid != 0 && !killed[pid] {
+				killed[pid] = true
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, err := os.ReadFile(starts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	lines := strings.Fields(string(b))
+	for i, l := range lines {
+		ns, _ := strconv.ParseInt(l, 10, 64)
+		// The stamps are taken by the wrapper after the shell started,
+		// which may lag the spawn by a few hundred ms on a loaded machine;
+		// without the bound a restart follows a kill within milliseconds.
+		if i > 0 && time.Duration(ns-last) < 500*time.Millisecond {
+			t.Errorf("start %d came %s after the one before", i, time.Duration(ns-last))
+		}
+		last = ns
+	}
+	if len(lines) < 3 {
+		t.Errorf("%d starts in 3.5 s of killing, want the plugin restarted each time", len(lines))
+	}
+}

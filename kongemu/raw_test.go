@@ -148,3 +148,36 @@ func TestRawBytesReachThePlugin(t *testing.T) {
 		t.Errorf("the error carries the bytes: %q", got)
 	}
 }
+
+// Kong keeps its connection to the plugin socket alive between events
+// (setkeepalive after each RpcReturn, rpc/pb_rpc.lua). After
+// kong.response.exit it does not: exit yields the plugin's coroutine
+// inside the PDK call (kong/pdk/response.lua with ctx.delay_response set by
+// kong/init.lua), the call is never answered and the connection goes with
+// the request; go-pdk closes its end after Exit anyway.
+func TestPluginConnectionReuse(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	e := startEmu(t, fill(oneRouteYAML, "UPSTREAM", up.URL), nil)
+	dials := func() int { return strings.Count(e.logs.String(), "plugin socket connected") }
+	before := dials()
+	for range 20 {
+		if res := e.do(t, "GET", "/", nil); res.status != 200 {
+			t.Fatalf("status %d", res.status)
+		}
+	}
+	if n := dials() - before; n > 1 {
+		t.Errorf("20 sequential events opened %d connections, want at most 1", n)
+	}
+	before = dials()
+	for range 5 {
+		if res := e.do(t, "GET", "/", map[string]string{"X-Test-Mode": "exit"}); res.status != 418 {
+			t.Fatalf("status %d", res.status)
+		}
+	}
+	// The first exit runs on the connection kept from before; none is
+	// reused after an exit.
+	if n := dials() - before; n != 4 {
+		t.Errorf("5 exits opened %d connections, want 4", n)
+	}
+}

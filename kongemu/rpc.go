@@ -110,6 +110,7 @@ func (cl *client) get(ctx context.Context) (*pconn, error) {
 		var d net.Dialer
 		c, err := d.DialContext(dctx, "unix", cl.proc.socket)
 		if err == nil {
+			cl.logger.Debug("plugin socket connected", "socket", cl.proc.socket)
 			return &pconn{c: c, r: bufio.NewReader(c), gen: gen}, nil
 		}
 		select {

@@ -20,6 +20,7 @@ import (
 // README cannot drift from what works:
 //
 //	<!-- readme-test: hand-session -->     TestDemoKeepSession
+//	<!-- readme-test: audit-events -->     TestDemoKeepSession, after the session
 //	<!-- readme-test: sidecar-direct -->   TestReadmeSidecarDirect
 
 // readmeBlock returns the fenced shell block of README.md between
@@ -166,10 +167,11 @@ func TestDemoKeepSession(t *testing.T) {
 		t.Errorf("the README's hand-session block is not what demo -keep prints:\nREADME:\n%s\ndemo:\n%s", want, got)
 	}
 
-	script := strings.Join(block, "\n") + "\n"
+	// The session, then the README's audit-trail call in the same shell.
+	script := strings.Join(block, "\n") + "\n" + "echo '-- audit events'\n" + readmeBlock(t, "audit-events")
 	out := runBash(t, t.TempDir(), script, cleanEnv())
-	// create 201, call 200, revoke 200, call again 401.
-	if got, want := statuses(out), []int{201, 200, 200, 401}; !slices.Equal(got, want) {
+	// create 201, call 200, revoke 200, call again 401, events 200.
+	if got, want := statuses(out), []int{201, 200, 200, 401, 200}; !slices.Equal(got, want) {
 		t.Fatalf("statuses %v, want %v; output:\n%s", got, want, out)
 	}
 	id := regexp.MustCompile(`"apiKeyId":"(sk_live_[0-9A-Za-z]{14})"`).FindStringSubmatch(out)
@@ -184,6 +186,11 @@ func TestDemoKeepSession(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %s:\n%s", want, out)
 		}
+	}
+	_, events, _ := strings.Cut(out, "-- audit events\n")
+	revoked, created := strings.Index(events, `"action":"REVOKED"`), strings.Index(events, `"action":"CREATED"`)
+	if revoked < 0 || created < revoked || strings.Count(events, `"apiKeyId":"`+id[1]+`"`) != 2 {
+		t.Errorf("the audit trail is not the key's REVOKED then CREATED:\n%s", events)
 	}
 	if strings.Contains(out, `"X-Api-Key":`) {
 		t.Errorf("the upstream saw the key:\n%s", out)

@@ -240,3 +240,38 @@ func TestReadmeSidecarDirect(t *testing.T) {
 		t.Errorf("the database is not where the README puts it: %v", err)
 	}
 }
+
+// TestDocsReferToRepoFiles: every path of the repository that a document
+// names (README.md, docs/, the Kong files, Dockerfile, Makefile) exists.
+func TestDocsReferToRepoFiles(t *testing.T) {
+	t.Parallel()
+	docs, err := filepath.Glob("../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs = append(docs, "../README.md", "../kong/kong.yml", "../kong/kong.conf", "../Dockerfile", "../Makefile", "../schema.lua")
+	// A path: one of the repository's top-level directories, then more.
+	path := regexp.MustCompile("(?:^|[\\s`(\"'=])((?:api|bench|cmd|deploy|docs|e2e|examples|internal|kong|kongemu|plugin|sidecar|store)/[A-Za-z0-9_./-]*)")
+	for _, doc := range docs {
+		raw, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range path.FindAllStringSubmatch(string(raw), -1) {
+			p := strings.TrimRight(m[1], ".-")
+			if strings.HasPrefix(p, "kong/") && strings.HasSuffix(p, ".lua") {
+				continue // Kong's own source, cited where kongemu follows it
+			}
+			if _, err := os.Stat(filepath.Join("..", p)); err == nil {
+				continue
+			}
+			// pkg/path.Identifier names a package's symbol.
+			if i := strings.LastIndexByte(p, '.'); i > 0 {
+				if fi, err := os.Stat(filepath.Join("..", p[:i])); err == nil && fi.IsDir() {
+					continue
+				}
+			}
+			t.Errorf("%s names %s, which is not in the repository", strings.TrimPrefix(doc, "../"), p)
+		}
+	}
+}

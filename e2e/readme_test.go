@@ -266,7 +266,7 @@ func TestDocsReferToRepoFiles(t *testing.T) {
 				continue
 			}
 			// pkg/path.Identifier names a package's symbol.
-			if i := strings.LastIndexByte(p, '.'); i > 0 {
+			if i := strings.LastIndexByte(p, '.'); i > 0 && i+1 < len(p) && p[i+1] >= 'A' && p[i+1] <= 'Z' {
 				if fi, err := os.Stat(filepath.Join("..", p[:i])); err == nil && fi.IsDir() {
 					continue
 				}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/keygate/keygate/plugin"
 )
 
 // The environment of a run against a gateway started elsewhere (see doc.go).
@@ -44,11 +45,12 @@ var (
 	external                           bool
 )
 
-// demo values of kong/kong.yml that the local stack replaces.
+// demo values of kong/kong.yml that the local stack replaces (the plugin
+// refuses them).
 const (
-	demoJWTSecret   = "demo-jwt-secret-for-development-only-0123456789"
-	demoPartnerCode = "demo-partner-code"
-	demoPublicCode  = "demo-public-code"
+	demoJWTSecret   = plugin.DemoJWTSecret
+	demoPartnerCode = plugin.DemoPartnerCode
+	demoPublicCode  = plugin.DemoPublicCode
 )
 
 func TestMain(m *testing.M) {

@@ -31,21 +31,71 @@ func tool(t *testing.T, name string) string {
 	return p
 }
 
+// declarativeFiles are the decK files of the repository: the demo's and
+// the deployment's.
+var declarativeFiles = []string{"kong.yml", "../deploy/kong.yml"}
+
 func TestDeckValidate(t *testing.T) {
 	t.Parallel()
-	out, err := exec.Command(tool(t, "deck"), "validate", "-s", "kong.yml").CombinedOutput()
-	if err != nil {
-		t.Fatalf("deck validate: %v\n%s", err, out)
+	for _, f := range declarativeFiles {
+		out, err := exec.Command(tool(t, "deck"), "validate", "-s", f).CombinedOutput()
+		if err != nil {
+			t.Fatalf("deck validate %s: %v\n%s", f, err, out)
+		}
 	}
 }
 
-// Every keygate plugin entry of kong.yml is a config the plugin accepts.
+// publicValues are the values of the declarative files that must be
+// replaced before use (the demo and the e2e suite do; an operator does),
+// with fresh stand-ins.
+var publicValues = map[string]string{
+	plugin.DemoJWTSecret:                                "fresh-jwt-secret-0123456789-0123456789",
+	plugin.DemoPartnerCode:                              "fresh-partner-code",
+	plugin.DemoPublicCode:                               "fresh-public-code",
+	"CHANGE-ME-to-a-random-secret-of-at-least-32-bytes": "fresh-jwt-secret-0123456789-0123456789",
+	"CHANGE-ME-partner-access-code":                     "fresh-partner-code",
+	"CHANGE-ME-public-access-code":                      "fresh-public-code",
+}
+
+// Every keygate plugin entry of each declarative file is refused as written
+// exactly when it holds a public value (the demo's secrets, deploy/'s
+// CHANGE-ME placeholders), and is a config the plugin accepts once those
+// are replaced.
 func TestKongYAMLPluginConfigs(t *testing.T) {
+	for _, f := range declarativeFiles {
+		t.Run(f, func(t *testing.T) { checkPluginConfigs(t, f) })
+	}
+}
+
+func checkPluginConfigs(t *testing.T, file string) {
 	t.Setenv(plugin.EnvGatewaySecret, "kong-test-gateway-secret-0000")
-	raw, err := os.ReadFile("kong.yml")
+	raw, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
+	fresh := string(raw)
+	for public, v := range publicValues {
+		fresh = strings.ReplaceAll(fresh, public, v)
+	}
+	asWritten := pluginConfigs(t, raw)
+	for i, c := range pluginConfigs(t, []byte(fresh)) {
+		if err := c.Validate(); err != nil {
+			t.Fatalf("route %d: config invalid once the public values are replaced: %v", i, err)
+		}
+		err := asWritten[i].Validate()
+		if c.RouteRole == plugin.RoleManage {
+			if err == nil || !strings.Contains(err.Error(), "jwt_secret is the public demo secret") || !strings.Contains(err.Error(), "portal_codes: the access code") {
+				t.Errorf("manage route %d as written: %v, want its public jwt_secret and portal codes refused", i, err)
+			}
+		} else if err != nil {
+			t.Errorf("route %d as written: %v", i, err)
+		}
+	}
+}
+
+// pluginConfigs decodes every keygate plugin config of a declarative file.
+func pluginConfigs(t *testing.T, raw []byte) []*plugin.Config {
+	t.Helper()
 	var doc struct {
 		Format   string `yaml:"_format_version"`
 		Services []struct {
@@ -63,6 +113,7 @@ func TestKongYAMLPluginConfigs(t *testing.T) {
 		t.Fatalf("_format_version %q", doc.Format)
 	}
 	roles := map[string]int{}
+	var configs []*plugin.Config
 	for _, s := range doc.Services {
 		for _, r := range s.Routes {
 			for _, p := range r.Plugins {
@@ -70,20 +121,19 @@ func TestKongYAMLPluginConfigs(t *testing.T) {
 					t.Fatalf("route %s: unexpected plugin %v", r.Name, p["name"])
 				}
 				js, _ := json.Marshal(p["config"])
-				var c plugin.Config
-				if err := json.Unmarshal(js, &c); err != nil {
+				c := new(plugin.Config)
+				if err := json.Unmarshal(js, c); err != nil {
 					t.Fatalf("route %s: %v", r.Name, err)
 				}
-				if err := c.Validate(); err != nil {
-					t.Fatalf("route %s: config invalid: %v", r.Name, err)
-				}
 				roles[c.RouteRole]++
+				configs = append(configs, c)
 			}
 		}
 	}
 	if roles["manage"] == 0 || roles["enforce"] == 0 {
-		t.Fatalf("kong.yml lacks a manage or an enforce route: %v", roles)
+		t.Fatalf("no manage or no enforce route: %v", roles)
 	}
+	return configs
 }
 
 type luaField struct {

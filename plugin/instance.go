@@ -64,6 +64,7 @@ func (in *instance) now() time.Time { return in.clock() }
 func compile(s settings) (*instance, error) {
 	var p problems
 	validateCommon(&s, &p)
+	validatePublic(&s, &p)
 	in := &instance{role: s.role, secret: s.secret, clock: time.Now}
 	switch s.role {
 	case RoleManage:

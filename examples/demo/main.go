@@ -28,13 +28,19 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/keygate/keygate/plugin"
 )
 
-const (
-	jwtSecret   = "demo-jwt-secret-for-development-only-0123456789" // kong/kong.yml's manage route
-	partnerCode = "demo-partner-code"
-	publicCode  = "demo-public-code"
-	workspace   = "ws_demo"
+const workspace = "ws_demo"
+
+// The manage route's JWT secret and portal codes of this run: fresh ones,
+// written over kong/kong.yml's public demo values, which the plugin refuses
+// (plugin/public.go) so that the file can never run a real node as is.
+var (
+	jwtSecret   = randomSecret()
+	partnerCode = "partner-" + randomSecret()[:16]
+	publicCode  = "public-" + randomSecret()[:16]
 )
 
 func main() {
@@ -139,13 +145,19 @@ func newStack(repo string) (s *stack, err error) {
 	}
 	sidecarAddr, upstreamAddr, gatewayAddr := freePort(), freePort(), freePort()
 	s.gateway, s.sidecarURL, s.upstreamURL = "http://"+gatewayAddr, "http://"+sidecarAddr, "http://"+upstreamAddr
-	// The same kong/kong.yml, with the demo's ports.
+	// The same kong/kong.yml, with the demo's ports, JWT secret and portal
+	// codes.
 	yml, err := os.ReadFile(filepath.Join(repo, "kong", "kong.yml"))
 	if err != nil {
 		return nil, err
 	}
-	yml = bytes.ReplaceAll(yml, []byte("127.0.0.1:8080"), []byte(sidecarAddr))
-	yml = bytes.ReplaceAll(yml, []byte("127.0.0.1:9090"), []byte(upstreamAddr))
+	for _, r := range [][2]string{{"127.0.0.1:8080", sidecarAddr}, {"127.0.0.1:9090", upstreamAddr},
+		{plugin.DemoJWTSecret, jwtSecret}, {plugin.DemoPartnerCode, partnerCode}, {plugin.DemoPublicCode, publicCode}} {
+		if !bytes.Contains(yml, []byte(r[0])) {
+			return nil, fmt.Errorf("kong/kong.yml no longer contains %q", r[0])
+		}
+		yml = bytes.ReplaceAll(yml, []byte(r[0]), []byte(r[1]))
+	}
 	if err := os.WriteFile(filepath.Join(dir, "kong.yml"), yml, 0o600); err != nil {
 		return nil, err
 	}

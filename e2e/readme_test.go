@@ -275,3 +275,26 @@ func TestDocsReferToRepoFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestExamplesExplainThemselves: -h of every example program says what it
+// is before its flags.
+func TestExamplesExplainThemselves(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the examples")
+	}
+	dir := t.TempDir()
+	for _, c := range []struct{ pkg, want string }{
+		{"demo", "demo runs keygate's whole path"},
+		{"mintjwt", "mintjwt mints a development owner JWT"},
+		{"upstream", "upstream is the example product service"},
+	} {
+		bin := filepath.Join(dir, c.pkg)
+		if out, err := exec.Command("go", "build", "-C", "..", "-o", bin, "./examples/"+c.pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", c.pkg, err, out)
+		}
+		out, err := exec.Command(bin, "-h").CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), c.want) || !strings.Contains(string(out), "Flags:") {
+			t.Errorf("%s -h: %v\n%s", c.pkg, err, out)
+		}
+	}
+}

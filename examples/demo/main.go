@@ -46,6 +46,19 @@ var (
 func main() {
 	keep := flag.Bool("keep", false, "keep the stack running after the walk-through (Ctrl-C stops it)")
 	repo := flag.String("repo", ".", "repository root")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), `demo runs keygate's whole path on this machine and narrates it: it builds
+the binaries, starts the sidecar (bbolt in a temporary directory), the example
+upstream and kongemu driving the real keygate plugin with kong/kong.yml, then
+creates, uses and revokes an API key through the gateway and shows every
+rejection. With -keep the stack stays up and it prints curl lines to paste.
+
+Usage: go run ./examples/demo [-keep] [-repo DIR]
+
+Flags:
+`)
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	if err := run(*repo, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)

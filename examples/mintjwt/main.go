@@ -24,6 +24,17 @@ func main() {
 	iss := flag.String("iss", "", "issuer (optional)")
 	aud := flag.String("aud", "", "audience (optional)")
 	ttl := flag.Duration("ttl", time.Hour, "lifetime")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), `mintjwt mints a development owner JWT (HS256) for keygate's management
+routes, signed with the jwt_secret of kong/kong.yml's manage route. For
+development only: production tokens come from your identity provider.
+
+Usage: go run ./examples/mintjwt -secret SECRET [-sub alice] [-workspace ws_demo] [-role OWNER]
+
+Flags:
+`)
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	if *secret == "" {
 		fmt.Fprintln(os.Stderr, "mintjwt: -secret or KEYGATE_DEMO_JWT_SECRET is required")

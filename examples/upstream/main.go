@@ -7,6 +7,7 @@ package main
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"log"
 	"net/http"
 	"time"
@@ -14,6 +15,11 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9090", "address to listen on")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), "upstream is the example product service behind kong.yml's enforce routes:\n"+
+			"it answers every request with JSON describing what reached it (method, path, headers).\n\nUsage: upstream [-listen ADDR]\n\nFlags:\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

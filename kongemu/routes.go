@@ -76,196 +76,234 @@ type pluginSchema []string
 // resolves references, plugin precedence (route > service > global) and
 // defaults. Every problem found is returned at once.
 func compile(d *Declarative, pluginName string, schema pluginSchema) (*table, error) {
-	var errs []error
-	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	c := &compiler{
+		t: &table{}, svcByRef: map[string]*service{},
+		routeByDecl: map[*Route]*route{}, routeByRef: map[string]*route{},
+	}
+	c.walkServices(d.Services)
+	c.walkRoutes(d.Routes)
+	c.compileRoutes()
+	c.resolvePlugins(d.Plugins)
+	c.placePlugins(pluginName, schema)
+	if len(c.t.routes) == 0 && len(c.errs) == 0 {
+		c.fail("no routes configured")
+	}
+	return c.t, errors.Join(c.errs...)
+}
 
-	t := &table{}
-	svcByRef := map[string]*service{}
-	addService := func(i int, s *Service) *service {
-		where := fmt.Sprintf("services[%d]", i)
-		if s.Name != "" {
-			where = fmt.Sprintf("service %q", s.Name)
-		}
-		cs, err := compileService(s)
-		if err != nil {
-			fail("%s: %w", where, err)
-			return nil
-		}
-		for _, k := range []string{cs.name, cs.id} {
-			if k == "" {
-				continue
-			}
-			if _, dup := svcByRef[k]; dup {
-				fail("%s: duplicate service name or id %q", where, k)
-			}
-			svcByRef[k] = cs
-		}
-		return cs
-	}
+// compiler holds the state of one compile: what was found so far and
+// every problem.
+type compiler struct {
+	errs []error
+	t    *table
 
-	type pendingRoute struct {
-		r     *Route
-		svc   *service
-		where string
-	}
-	var pending []pendingRoute
-	type pendingPlugin struct {
-		p     *Plugin
-		route *Route // nested in a route
-		svc   *service
-		where string
-	}
-	var plugins []pendingPlugin
-	nested := func(p *Plugin, r *Route, svc *service, where string) {
-		if p.Route != nil || p.Service != nil {
-			fail("%s: a nested plugin must not name a route or service", where)
-			return
-		}
-		if r == nil && svc == nil {
-			return // its service failed to compile; already reported
-		}
-		plugins = append(plugins, pendingPlugin{p: p, route: r, svc: svc, where: where})
-	}
+	svcByRef    map[string]*service // by name and by id
+	routes      []pendingRoute      // in declaration order
+	plugins     []pendingPlugin
+	routeByDecl map[*Route]*route
+	routeByRef  map[string]*route // by name and by id
+}
 
-	for i := range d.Services {
-		s := &d.Services[i]
-		cs := addService(i, s)
+// pendingRoute is a declared route with its service, before compiling.
+type pendingRoute struct {
+	r     *Route
+	svc   *service
+	where string
+}
+
+// pendingPlugin is a plugin entry with the route or service it is scoped
+// to (neither: global).
+type pendingPlugin struct {
+	p     *Plugin
+	route *Route
+	svc   *service
+	where string
+}
+
+func (c *compiler) fail(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf(format, args...))
+}
+
+// walkServices compiles the services and collects their nested routes
+// and plugin entries.
+func (c *compiler) walkServices(services []Service) {
+	for i := range services {
+		s := &services[i]
+		cs := c.addService(i, s)
 		for j := range s.Routes {
 			r := &s.Routes[j]
 			where := fmt.Sprintf("services[%d].routes[%d]", i, j)
 			if r.Service != nil {
-				fail("%s: nested route must not name a service", where)
+				c.fail("%s: nested route must not name a service", where)
 			}
-			pending = append(pending, pendingRoute{r, cs, where})
+			c.routes = append(c.routes, pendingRoute{r, cs, where})
 			for k := range r.Plugins {
-				nested(&r.Plugins[k], r, nil, fmt.Sprintf("%s.plugins[%d]", where, k))
+				c.nested(&r.Plugins[k], r, nil, fmt.Sprintf("%s.plugins[%d]", where, k))
 			}
 		}
 		for k := range s.Plugins {
-			nested(&s.Plugins[k], nil, cs, fmt.Sprintf("services[%d].plugins[%d]", i, k))
+			c.nested(&s.Plugins[k], nil, cs, fmt.Sprintf("services[%d].plugins[%d]", i, k))
 		}
 	}
-	for i := range d.Routes {
-		r := &d.Routes[i]
+}
+
+// addService compiles one service and indexes it by name and id.
+func (c *compiler) addService(i int, s *Service) *service {
+	where := fmt.Sprintf("services[%d]", i)
+	if s.Name != "" {
+		where = fmt.Sprintf("service %q", s.Name)
+	}
+	cs, err := compileService(s)
+	if err != nil {
+		c.fail("%s: %w", where, err)
+		return nil
+	}
+	for _, k := range []string{cs.name, cs.id} {
+		if k == "" {
+			continue
+		}
+		if _, dup := c.svcByRef[k]; dup {
+			c.fail("%s: duplicate service name or id %q", where, k)
+		}
+		c.svcByRef[k] = cs
+	}
+	return cs
+}
+
+// nested collects a plugin entry nested in a route or service.
+func (c *compiler) nested(p *Plugin, r *Route, svc *service, where string) {
+	if p.Route != nil || p.Service != nil {
+		c.fail("%s: a nested plugin must not name a route or service", where)
+		return
+	}
+	if r == nil && svc == nil {
+		return // its service failed to compile; already reported
+	}
+	c.plugins = append(c.plugins, pendingPlugin{p: p, route: r, svc: svc, where: where})
+}
+
+// service finds a service by name, then by id.
+func (c *compiler) service(ref *Ref) *service {
+	if cs := c.svcByRef[ref.Name]; cs != nil {
+		return cs
+	}
+	return c.svcByRef[ref.ID]
+}
+
+// walkRoutes collects the top-level routes and their nested plugins.
+func (c *compiler) walkRoutes(routes []Route) {
+	for i := range routes {
+		r := &routes[i]
 		where := fmt.Sprintf("routes[%d]", i)
 		var cs *service
 		if r.Service == nil {
-			fail("%s: a route needs a service", where)
-		} else if cs = svcByRef[r.Service.Name]; cs == nil {
-			if cs = svcByRef[r.Service.ID]; cs == nil {
-				fail("%s: unknown service %q", where, r.Service)
-			}
+			c.fail("%s: a route needs a service", where)
+		} else if cs = c.service(r.Service); cs == nil {
+			c.fail("%s: unknown service %q", where, r.Service)
 		}
-		pending = append(pending, pendingRoute{r, cs, where})
+		c.routes = append(c.routes, pendingRoute{r, cs, where})
 		for k := range r.Plugins {
-			nested(&r.Plugins[k], r, nil, fmt.Sprintf("%s.plugins[%d]", where, k))
+			c.nested(&r.Plugins[k], r, nil, fmt.Sprintf("%s.plugins[%d]", where, k))
 		}
 	}
+}
 
-	routeByDecl := map[*Route]*route{}
-	routeByRef := map[string]*route{}
-	for i, pr := range pending {
+// compileRoutes compiles every route in declaration order and indexes it.
+func (c *compiler) compileRoutes() {
+	for i, pr := range c.routes {
 		cr, err := compileRoute(pr.r, pr.svc, i)
 		if err != nil {
-			fail("%s: %w", pr.where, err)
+			c.fail("%s: %w", pr.where, err)
 			continue
 		}
 		for _, k := range []string{cr.name, pr.r.ID} {
 			if k == "" {
 				continue
 			}
-			if _, dup := routeByRef[k]; dup {
-				fail("%s: duplicate route name or id %q", pr.where, k)
+			if _, dup := c.routeByRef[k]; dup {
+				c.fail("%s: duplicate route name or id %q", pr.where, k)
 			}
-			routeByRef[k] = cr
+			c.routeByRef[k] = cr
 		}
-		routeByDecl[pr.r] = cr
-		t.routes = append(t.routes, cr)
+		c.routeByDecl[pr.r] = cr
+		c.t.routes = append(c.t.routes, cr)
 	}
+}
 
-	for i := range d.Plugins {
-		p := &d.Plugins[i]
-		where := fmt.Sprintf("plugins[%d]", i)
-		pp := pendingPlugin{p: p, where: where}
+// resolvePlugins resolves the route or service of top-level plugin
+// entries.
+func (c *compiler) resolvePlugins(plugins []Plugin) {
+	for i := range plugins {
+		p := &plugins[i]
+		pp := pendingPlugin{p: p, where: fmt.Sprintf("plugins[%d]", i)}
 		if p.Route != nil && p.Service != nil {
-			fail("%s: plugins scoped to both a route and a service are not supported", where)
+			c.fail("%s: plugins scoped to both a route and a service are not supported", pp.where)
 			continue
 		}
 		if p.Route != nil {
-			cr := routeByRef[p.Route.Name]
+			cr := c.routeByRef[p.Route.Name]
 			if cr == nil {
-				cr = routeByRef[p.Route.ID]
+				cr = c.routeByRef[p.Route.ID]
 			}
 			if cr == nil {
-				fail("%s: unknown route %q", where, p.Route)
+				c.fail("%s: unknown route %q", pp.where, p.Route)
 				continue
 			}
-			for decl, c := range routeByDecl {
-				if c == cr {
+			for decl, got := range c.routeByDecl {
+				if got == cr {
 					pp.route = decl
 				}
 			}
 		}
 		if p.Service != nil {
-			if pp.svc = svcByRef[p.Service.Name]; pp.svc == nil {
-				if pp.svc = svcByRef[p.Service.ID]; pp.svc == nil {
-					fail("%s: unknown service %q", where, p.Service)
-					continue
-				}
+			if pp.svc = c.service(p.Service); pp.svc == nil {
+				c.fail("%s: unknown service %q", pp.where, p.Service)
+				continue
 			}
 		}
-		plugins = append(plugins, pp)
+		c.plugins = append(c.plugins, pp)
 	}
+}
 
+// placePlugins checks each plugin entry, makes its instance and gives
+// every route the instance that applies to it: the route's, else its
+// service's, else the global one (disabled entries dropped first).
+func (c *compiler) placePlugins(pluginName string, schema pluginSchema) {
 	var global *instance
 	bySvc := map[*service]*instance{}
 	byRoute := map[*route]*instance{}
-	for i, pp := range plugins {
-		p := pp.p
-		if p.Name != pluginName {
-			fail("%s: plugin %q is not supported by kongemu (only %q, the plugin binary)", pp.where, p.Name, pluginName)
+	for i, pp := range c.plugins {
+		inst := c.pluginInstance(i, pp, pluginName, schema)
+		if inst == nil {
 			continue
 		}
-		cfg, err := pluginConfig(p.Config, schema)
-		if err != nil {
-			fail("%s: %w", pp.where, err)
-			continue
-		}
-		if p.Enabled != nil && !*p.Enabled {
-			continue // Kong drops disabled plugins before precedence.
-		}
-		id := p.ID
-		if id == "" {
-			id = stableID("plugin", pp.where)
-		}
-		inst := &instance{name: p.Name, pluginID: id, seq: int32(i + 1), config: cfg, where: pp.where}
 		switch {
 		case pp.route != nil:
-			cr := routeByDecl[pp.route]
+			cr := c.routeByDecl[pp.route]
 			if cr == nil {
 				continue // the route itself failed to compile
 			}
 			if byRoute[cr] != nil {
-				fail("%s: plugin %q configured twice on route %q", pp.where, p.Name, cr.label())
+				c.fail("%s: plugin %q configured twice on route %q", pp.where, pp.p.Name, cr.label())
 				continue
 			}
 			byRoute[cr] = inst
 		case pp.svc != nil:
 			if bySvc[pp.svc] != nil {
-				fail("%s: plugin %q configured twice on service %q", pp.where, p.Name, pp.svc.name)
+				c.fail("%s: plugin %q configured twice on service %q", pp.where, pp.p.Name, pp.svc.name)
 				continue
 			}
 			bySvc[pp.svc] = inst
 		default:
 			if global != nil {
-				fail("%s: plugin %q configured twice globally", pp.where, p.Name)
+				c.fail("%s: plugin %q configured twice globally", pp.where, pp.p.Name)
 				continue
 			}
 			global = inst
 		}
-		t.instances = append(t.instances, inst)
+		c.t.instances = append(c.t.instances, inst)
 	}
-	for _, cr := range t.routes {
+	for _, cr := range c.t.routes {
 		switch {
 		case byRoute[cr] != nil:
 			cr.inst = byRoute[cr]
@@ -275,10 +313,29 @@ func compile(d *Declarative, pluginName string, schema pluginSchema) (*table, er
 			cr.inst = global
 		}
 	}
-	if len(t.routes) == 0 && len(errs) == 0 {
-		fail("no routes configured")
+}
+
+// pluginInstance checks one plugin entry and makes its instance; nil when
+// it is disabled or wrong (reported).
+func (c *compiler) pluginInstance(i int, pp pendingPlugin, pluginName string, schema pluginSchema) *instance {
+	p := pp.p
+	if p.Name != pluginName {
+		c.fail("%s: plugin %q is not supported by kongemu (only %q, the plugin binary)", pp.where, p.Name, pluginName)
+		return nil
 	}
-	return t, errors.Join(errs...)
+	cfg, err := pluginConfig(p.Config, schema)
+	if err != nil {
+		c.fail("%s: %w", pp.where, err)
+		return nil
+	}
+	if p.Enabled != nil && !*p.Enabled {
+		return nil // Kong drops disabled plugins before precedence.
+	}
+	id := p.ID
+	if id == "" {
+		id = stableID("plugin", pp.where)
+	}
+	return &instance{name: p.Name, pluginID: id, seq: int32(i + 1), config: cfg, where: pp.where}
 }
 
 func compileService(s *Service) (*service, error) {

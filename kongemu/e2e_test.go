@@ -3,6 +3,7 @@ package kongemu
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/keygate/keygate/kongemu/kongemutest"
 	"net"
 	"net/http"
 	"os"
@@ -58,7 +59,7 @@ plugins:
 func startMain(t *testing.T) (*emu, *upstream) {
 	t.Helper()
 	up := newUpstream(t)
-	yml := fill(mainYAML, "UPSTREAM", up.URL, "DEAD", freePort(t))
+	yml := fill(mainYAML, "UPSTREAM", up.URL, "DEAD", kongemutest.ClosedAddr(t))
 	// log_level info: TestProxy reads the plugin's kong.log.info line.
 	e := startEmu(t, yml, func(c *Config) { c.Kong = kongConf(t, "log_level = info") })
 	return e, up

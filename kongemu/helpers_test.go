@@ -1,7 +1,6 @@
 package kongemu
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,10 +13,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/kongemu/kongemutest"
 )
 
 // pluginBin is testdata/testplugin, built once by TestMain.
@@ -39,24 +39,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// syncBuffer collects logs from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // echoed is what the upstream saw.
@@ -103,7 +85,7 @@ func newUpstream(t *testing.T) *upstream {
 
 type emu struct {
 	base   string
-	logs   *syncBuffer
+	logs   *kongemutest.LogBuffer
 	yml    string        // the declarative config file
 	reload chan struct{} // Config.Reload
 }
@@ -135,7 +117,7 @@ func tryStartEmu(t *testing.T, yml string, mod func(*Config)) (*emu, error) {
 	if mod != nil {
 		mod(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &kongemutest.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -249,15 +231,4 @@ func kongConf(t *testing.T, text string) *KongConf {
 
 func fill(tmpl string, kv ...string) string {
 	return strings.NewReplacer(kv...).Replace(tmpl)
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }

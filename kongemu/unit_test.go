@@ -16,6 +16,7 @@ import (
 	"time"
 
 	kpp "github.com/Kong/go-pdk/server/kong_plugin_protocol"
+	"github.com/keygate/keygate/kongemu/kongemutest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -291,7 +292,7 @@ func TestFrameRoundTrip(t *testing.T) {
 // does not know: go-pdk drops the connection ("no plugin instance") and
 // kongemu, like Kong, starts the instance again and retries once.
 func TestNoPluginInstanceRetry(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &kongemutest.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	info, err := queryPlugin(context.Background(), pluginBin+" -dump", nil)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/Kong/go-pdk/test"
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/kongemu/kongemutest"
 )
 
 func keyRequest(h http.Header) test.Request {
@@ -76,7 +77,7 @@ func TestEnforceBeforeSidecar(t *testing.T) {
 // TestEnforceSidecarDown: connection refused answers 503/5030, never allow.
 func TestEnforceSidecarDown(t *testing.T) {
 	t.Parallel()
-	for _, url := range []string{"http://" + closedPort(t), "unix:" + t.TempDir() + "/nonexistent.sock"} {
+	for _, url := range []string{"http://" + kongemutest.ClosedAddr(t), "unix:" + t.TempDir() + "/nonexistent.sock"} {
 		cfg := enforceConfig(url)
 		e := serve(t, cfg, keyRequest(http.Header{"X-Api-Key": {apikey.NewSecret(apikey.Live).Reveal()}}), "")
 		wantReject(t, e, envelope.Unavailable)

@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -33,6 +32,7 @@ import (
 	"github.com/Kong/go-pdk/test"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/kongemu/kongemutest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -305,28 +305,10 @@ func manageRequest(auth, path, portal string, extra http.Header) test.Request {
 	return test.Request{Method: "GET", Url: "http://kong.test" + path, Headers: h}
 }
 
-// logBuffer captures the plugin's log for the duration of a test.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // captureLogs sends the plugin's log to a buffer; tests that use it must
 // not run in parallel with each other.
-func captureLogs(t *testing.T) *logBuffer {
-	lb := &logBuffer{}
+func captureLogs(t *testing.T) *kongemutest.LogBuffer {
+	lb := &kongemutest.LogBuffer{}
 	old := logger()
 	SetLogger(slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() { SetLogger(old) })
@@ -365,18 +347,6 @@ func silentListener(t *testing.T) (addr string, accepted *atomic.Int64) {
 		mu.Unlock()
 	})
 	return ln.Addr().String(), accepted
-}
-
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func TestMain(m *testing.M) {

@@ -15,6 +15,7 @@ import (
 	"github.com/keygate/keygate/internal/apikey"
 	"github.com/keygate/keygate/internal/envelope"
 	"github.com/keygate/keygate/internal/identity"
+	"github.com/keygate/keygate/kongemu/kongemutest"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -42,7 +43,7 @@ func TestKongLogSidecarDown(t *testing.T) {
 	t.Parallel()
 	var now atomic.Int64
 	now.Store(time.Now().UnixNano())
-	url := "http://" + closedPort(t)
+	url := "http://" + kongemutest.ClosedAddr(t)
 	cfg := enforceConfig(url, func(c *Config) { c.clock = func() time.Time { return time.Unix(0, now.Load()) } })
 	key := apikey.NewSecret(apikey.Live).Reveal()
 	req := func() *kongEnv {
@@ -184,7 +185,7 @@ func rawHeaders(name, value string) []byte {
 // kong.log.warn; the same answer in valid UTF-8 is decided as usual.
 func TestInvalidUTF8Headers(t *testing.T) {
 	t.Parallel()
-	cfg := enforceConfig("http://" + closedPort(t))
+	cfg := enforceConfig("http://" + kongemutest.ClosedAddr(t))
 	run := func(value string) *kongEnv {
 		return serveRaw(t, keyRequest(nil), "", rawHeaders("x-api-key", value), func(k *pdk.PDK) { cfg.Access(k) })
 	}

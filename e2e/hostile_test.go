@@ -189,11 +189,17 @@ func TestHostileInputs(t *testing.T) {
 		{name: "1 MiB Authorization header (nginx's 8 KiB header line)", header: key("Authorization", "Bearer "+strings.Repeat("A", 1<<20)), status: 400},
 		{name: "bare CR in a header value (header injection)", raw: rawGET("/orders/1", "X-API-Key: "+live+"\rX-Api-Key-Id: forged\r\n"), status: 400},
 		{name: "NUL in a header value", raw: rawGET("/orders/1", "X-API-Key: "+live+"\x00\r\n"), status: 400},
+		// Kong hands header bytes over as they came; go-pdk cannot decode
+		// a value that is not UTF-8, and the plugin answers 400/4000.
+		{name: "key header not UTF-8", raw: rawGET("/orders/1", "X-API-Key: "+live+"\xff\xfe\r\n"), status: 400, code: "4000"},
+		{name: "other header not UTF-8", raw: rawGET("/orders/1", "X-API-Key: "+live+"\r\nX-Note: caf\xe9\r\n"), status: 400, code: "4000"},
 		{name: "space before the colon of a header name", raw: rawGET("/orders/1", "X-API-Key : "+live+"\r\n"), status: 400},
 		{name: "folded header line (obs-fold injection)", raw: rawGET("/orders/1", "X-API-Key: "+live+"\r\n X-Api-Key-Id: forged\r\n"), status: 401, code: "4012"},
 
 		// ---- manage: the token ----
 		{name: "manage: no Authorization", path: ws, header: manageH(""), status: 401, code: "4010"},
+		{name: "manage: a header not UTF-8", raw: rawGET(ws, "Authorization: Bearer "+ownerJWT+"\r\nX-PORTAL-ACCESS-CODE: "+publicCode+"\r\nX-Note: \xff\r\n"),
+			status: 400, code: "4000"},
 		{name: "manage: expired JWT", path: ws, header: manageH("Bearer " + hs(jwtSecret, claims(func(c jwt.MapClaims) {
 			c["iat"], c["exp"] = time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-time.Hour).Unix()
 		}))), status: 401, code: "4010"},

@@ -42,6 +42,7 @@ return {
               elements = { type = "string", one_of = { "LIVE", "TEST" } } } },
           { hide_credentials = { type = "boolean", required = true, default = true } },
           { cache_ttl_ms = { type = "integer", required = true, default = 1000, between = { 1, 1000 } } },
+          { cache_ttl_pushed_ms = { type = "integer", required = true, default = 300000, between = { 0, 3600000 } } },
           -- Failed-verification limiter (both roles); 0 turns it off.
           { failure_limit_per_minute = { type = "integer", required = true, default = 30, between = { 0, 60000 } } },
           { failure_burst = { type = "integer", required = true, default = 20, between = { 1, 10000 } } },

@@ -20,6 +20,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/keygate/keygate/plugin"
+	"github.com/keygate/keygate/store/storetest"
 )
 
 // The environment of a run against a gateway started elsewhere (see doc.go).
@@ -103,6 +104,10 @@ type stack struct {
 	sidecar, kongemu         *exec.Cmd
 	sidecarArgs              []string
 	env                      []string
+	// proxy, when the stack was started with one, stands between the
+	// gateway and the sidecar (every call of the plugin and of Kong's
+	// proxying goes through it); tests reach the sidecar directly.
+	proxy *storetest.PGProxy
 }
 
 // startStack returns the gateway for one test: the external one when the
@@ -114,7 +119,7 @@ func startStack(t *testing.T) *stack {
 		return &stack{gateway: strings.TrimRight(os.Getenv(envGateway), "/"), sidecarURL: strings.TrimRight(os.Getenv(envSidecar), "/"),
 			adminToken: os.Getenv(envAdminToken)}
 	}
-	s, err := newStack("..")
+	s, err := newStack("..", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,10 +127,34 @@ func startStack(t *testing.T) *stack {
 	return s
 }
 
+// startProxiedStack is startStack with a TCP proxy between the gateway and
+// the sidecar (stack.proxy), which the test can stall or take down. Never
+// against an external gateway.
+func startProxiedStack(t *testing.T) *stack {
+	t.Helper()
+	if external {
+		t.Skip("a proxy between gateway and sidecar: local stack only")
+	}
+	var proxy *storetest.PGProxy
+	s, err := newStack("..", func(sidecarAddr string) string {
+		p, via := storetest.NewPGProxy(t, "http://"+sidecarAddr)
+		proxy = p
+		return strings.TrimPrefix(via, "http://")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.proxy = proxy
+	t.Cleanup(s.stop)
+	return s
+}
+
 // newStack builds the binaries and starts sidecar, upstream and kongemu on
 // free loopback ports with a copy of kong/kong.yml pointing at them, its
-// demo JWT secret and portal codes replaced by this run's.
-func newStack(repo string) (s *stack, err error) {
+// demo JWT secret and portal codes replaced by this run's. via, when not
+// nil, returns the address the gateway reaches the sidecar at instead of
+// the sidecar's own.
+func newStack(repo string, via func(sidecarAddr string) string) (s *stack, err error) {
 	dir, err := os.MkdirTemp("", "keygate-e2e")
 	if err != nil {
 		return nil, err
@@ -144,11 +173,15 @@ func newStack(repo string) (s *stack, err error) {
 	}
 	sidecarAddr, upstreamAddr, gatewayAddr := freePort(), freePort(), freePort()
 	s.gateway, s.sidecarURL = "http://"+gatewayAddr, "http://"+sidecarAddr
+	gatewaySide := sidecarAddr
+	if via != nil {
+		gatewaySide = via(sidecarAddr)
+	}
 	yml, err := os.ReadFile(filepath.Join(repo, "kong", "kong.yml"))
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range [][2]string{{"127.0.0.1:8080", sidecarAddr}, {"127.0.0.1:9090", upstreamAddr},
+	for _, r := range [][2]string{{"127.0.0.1:8080", gatewaySide}, {"127.0.0.1:9090", upstreamAddr},
 		{demoJWTSecret, jwtSecret}, {demoPartnerCode, partnerCode}, {demoPublicCode, publicCode}} {
 		if !bytes.Contains(yml, []byte(r[0])) {
 			return nil, fmt.Errorf("kong/kong.yml no longer contains %q", r[0])

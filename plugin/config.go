@@ -37,6 +37,9 @@ const (
 	DefaultLeewaySeconds    = 30
 	DefaultRolesClaim       = "workspaces"
 	DefaultCacheTTLMS       = 1000
+	// DefaultCacheTTLPushedMS is how long facts live while the invalidation
+	// stream is live (docs/REVOCATION.md).
+	DefaultCacheTTLPushedMS = 300000
 	// Failed-verification limiter (both roles): a client IP, or an API key
 	// id, may fail DefaultFailureBurst times at once, then one more time
 	// per 60/DefaultFailureLimitPerMinute seconds.
@@ -56,6 +59,7 @@ const (
 	MaxSidecarTimeoutMS = 10000
 	MaxLeewaySeconds    = 600
 	MaxCacheTTLMS       = 1000 // the revocation bound of docs/CONTRACT.md §10.1
+	MaxCacheTTLPushedMS = 3600000
 	MinGatewaySecretLen = 16
 	MinHMACSecretLen    = 32
 	MaxFailureLimit     = 60000 // failures per minute
@@ -145,6 +149,12 @@ type Config struct {
 	// CacheTTLMS is how long key facts are cached (1..1000, default 1000):
 	// a revoked or expired key is rejected within this bound.
 	CacheTTLMS *int `json:"cache_ttl_ms" role:"enforce" default:"1000" doc:"how long key facts are cached, 1..1000: the revocation bound"`
+	// CacheTTLPushedMS is how long key facts may be cached while the
+	// plugin's invalidation stream from the sidecar is live (0..3600000,
+	// default 300000; 0 turns the stream off). The moment the stream is not
+	// provably live, every entry falls back to cache_ttl_ms counted from
+	// when it was last confirmed (docs/REVOCATION.md).
+	CacheTTLPushedMS *int `json:"cache_ttl_pushed_ms" role:"enforce" default:"300000" doc:"how long key facts are cached while the sidecar's invalidation stream is live, 0..3600000 (0: no stream); otherwise cache_ttl_ms applies"`
 	// FailureLimitPerMinute is the failed-verification limiter's refill rate
 	// (0..60000, default 30; 0 turns the limiter off): repeated invalid keys
 	// (4012), calls from outside a key's whitelist (4034) or bad JWTs (4010)
@@ -195,6 +205,7 @@ type settings struct {
 	allowedModes    []string
 	hideCredentials bool
 	cacheTTLMS      int
+	cacheTTLPushed  int
 	failurePerMin   int
 	failureBurst    int
 	limiterNS       string
@@ -221,6 +232,7 @@ func (c *Config) resolve() settings {
 		allowedModes:    c.AllowedModes,
 		hideCredentials: c.HideCredentials == nil || *c.HideCredentials,
 		cacheTTLMS:      intOr(c.CacheTTLMS, DefaultCacheTTLMS),
+		cacheTTLPushed:  intOr(c.CacheTTLPushedMS, DefaultCacheTTLPushedMS),
 		failurePerMin:   intOr(c.FailureLimitPerMinute, DefaultFailureLimitPerMinute),
 		failureBurst:    intOr(c.FailureBurst, DefaultFailureBurst),
 		limiterNS:       c.limiterNS,
@@ -348,6 +360,9 @@ func validateEnforce(s *settings, p *problems) {
 	}
 	if s.cacheTTLMS < 1 || s.cacheTTLMS > MaxCacheTTLMS {
 		p.add("cache_ttl_ms must be 1..%d (the revocation bound), not %d", MaxCacheTTLMS, s.cacheTTLMS)
+	}
+	if s.cacheTTLPushed < 0 || s.cacheTTLPushed > MaxCacheTTLPushedMS {
+		p.add("cache_ttl_pushed_ms must be 0..%d, not %d", MaxCacheTTLPushedMS, s.cacheTTLPushed)
 	}
 	if len(s.requiredScopes) == 0 {
 		p.add("required_scopes is required and must not be empty when route_role is enforce")

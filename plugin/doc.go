@@ -11,7 +11,7 @@
 //     (internal/identity), and Kong proxies the request to the sidecar.
 //   - enforce, on product traffic: takes the API key from key_headers (4011),
 //     checks its format and checksum locally (4012), asks the sidecar's
-//     verify API for the key's facts (cached ≤ cache_ttl_ms) and decides with
+//     verify API for the key's facts (cached, see below) and decides with
 //     apikey.Decide — the sidecar's own decision code: 4012 → mode 4035 →
 //     scopes 4033 → client IP 4034. On success it calls
 //     kong.client.authenticate with the apiKeyId as credential, sets
@@ -25,9 +25,11 @@
 //     in X-Request-Id). A sidecar that cannot be reached, answers
 //     something that is not a verify envelope, or refuses our secret is
 //     503/5030; one slower than sidecar_timeout_ms is 504/5040. Nothing is
-//     allowed without facts from the sidecar no older than cache_ttl_ms, or
-//     the shorter cacheMs the sidecar answers when its own view may lag
-//     (a PostgreSQL store shared by several sidecars).
+//     allowed without facts from the sidecar confirmed no longer than
+//     cache_ttl_ms ago, or the shorter cacheMs the sidecar answers when its
+//     own view may lag (a PostgreSQL store shared by several sidecars):
+//     confirmed when fetched, or by the last line read on the live
+//     invalidation stream they were fetched under.
 //   - A configuration that breaks a rule is never half-applied: every
 //     request of that route answers 500/5000 and each problem is logged
 //     once. Config.Validate reports all problems at once. A value that
@@ -59,12 +61,20 @@
 //     connection pools and the JWKS key sets are process-wide, bounded and
 //     keyed by what they cache (sidecar URL + SHA-256 of the secret; sidecar
 //     address; JWKS URL); no goroutine runs per instance (go-pdk has no
-//     close hook). The only background work is a JWKS fetch, which ends
-//     within JWKSFetchTimeout.
-//   - The cache holds key facts, never a route's decision, for at most
-//     cache_ttl_ms (≤ 1000 ms) counted from when the sidecar was asked: a
-//     revoked or expired key is rejected within that bound. Unknown keys are
-//     cached negatively for the same time.
+//     close hook). The background work is a JWKS fetch, which ends within
+//     JWKSFetchTimeout, and one invalidation stream per sidecar URL in use
+//     (push.go), which ends when no request used it for 10 minutes.
+//   - The cache holds key facts, never a route's decision. Facts fetched
+//     while the sidecar's invalidation stream is live live for
+//     cache_ttl_pushed_ms (default 5 min) and are dropped when the sidecar
+//     pushes their key id; the moment the stream stops confirming them
+//     (no line read for cache_ttl_ms) they fall back to cache_ttl_ms
+//     (≤ 1000 ms) counted from the last confirmation, so a revoked or
+//     expired key is rejected within 1 s whatever the stream does
+//     (docs/REVOCATION.md). Unknown keys are cached negatively for
+//     cache_ttl_ms only. The stream's state changes go to the plugin's log
+//     (stderr, Kong's error log) from its goroutine, not through kong.log:
+//     no PDK call.
 //   - A request with MaxHeaders (1000) header lines or more is answered
 //     400/4000 before anything else: Kong hands the plugin only the first
 //     MaxHeaders, and a second key or a client X-Keygate-* header could
@@ -181,6 +191,7 @@
 //	allowed_modes             enforce  array of string          ["LIVE"]                       key modes the route accepts: LIVE and/or TEST
 //	hide_credentials          enforce  boolean                  true                           remove the key's header before proxying
 //	cache_ttl_ms              enforce  integer                  1000                           how long key facts are cached, 1..1000: the revocation bound
+//	cache_ttl_pushed_ms       enforce  integer                  300000                         how long key facts are cached while the sidecar's invalidation stream is live, 0..3600000 (0: no stream); otherwise cache_ttl_ms applies
 //	failure_limit_per_minute  both     integer                  30                             failures forgiven per minute per client IP or key id, 0..60000; 0 turns the limiter off
 //	failure_burst             both     integer                  20                             failures at once before 429/4290, 1..10000
 //

@@ -240,12 +240,19 @@ func (r *call) sidecarFailure(err error) {
 // and whether the key was valid when last asked.
 func (in *instance) cached(key string) (ck cacheKey, f *apikey.Facts, fresh, known bool) {
 	ck = cacheKey{ns: in.cacheNS, hash: apikey.Hash(key)}
-	f, fresh, known = sharedCache.get(ck, in.now())
+	if in.stream != nil {
+		in.stream.touch() // one atomic load once it runs
+	}
+	f, fresh, known = sharedCache.get(ck, in.now(), in.stream)
 	return ck, f, fresh, known
 }
 
 // fetch asks the sidecar about a key and caches the answer.
 func (in *instance) fetch(ck cacheKey, key, requestID string) (*apikey.Facts, error) {
+	var epoch, seq uint64
+	if in.stream != nil {
+		epoch, seq = in.stream.covered()
+	}
 	asked := in.now()
 	f, maxAge, err := in.sidecar.verify(key, requestID, in.verifyTail, in.bearer, in.timeout)
 	if err != nil {
@@ -255,6 +262,6 @@ func (in *instance) fetch(ck cacheKey, key, requestID string) (*apikey.Facts, er
 	if maxAge > 0 && maxAge < ttl {
 		ttl = maxAge // the sidecar's own view may lag: stay within the bound
 	}
-	sharedCache.put(ck, f, asked.Add(ttl), in.now())
+	sharedCache.put(ck, f, asked, ttl, in.cachePushed, in.stream, epoch, seq, in.now())
 	return f, nil
 }

@@ -195,21 +195,21 @@ func TestCacheBounded(t *testing.T) {
 		var k cacheKey
 		k.ns = "t"
 		k.hash[0], k.hash[1], k.hash[2] = byte(i), byte(i>>8), byte(i>>16)
-		c.put(k, nil, now.Add(time.Second), now)
+		c.put(k, nil, now, time.Second, 0, nil, 0, 0, now)
 	}
 	if n := c.len(); n > cacheShards*cacheShardCap {
 		t.Errorf("cache holds %d entries, bound %d", n, cacheShards*cacheShardCap)
 	}
 	var k cacheKey
-	c.put(k, &apikey.Facts{}, now.Add(time.Second), now)
-	if _, ok, known := c.get(k, now.Add(999*time.Millisecond)); !ok || !known {
+	c.put(k, &apikey.Facts{}, now, time.Second, 0, nil, 0, 0, now)
+	if _, ok, known := c.get(k, now.Add(999*time.Millisecond), nil); !ok || !known {
 		t.Error("fresh entry missing")
 	}
-	if _, ok, known := c.get(k, now.Add(time.Second)); ok || !known {
+	if _, ok, known := c.get(k, now.Add(time.Second), nil); ok || !known {
 		t.Error("expired entry served, or forgotten as once valid")
 	}
-	c.put(cacheKey{ns: "late"}, &apikey.Facts{}, now, now.Add(time.Millisecond))
-	if _, ok, _ := c.get(cacheKey{ns: "late"}, now); ok {
+	c.put(cacheKey{ns: "late"}, &apikey.Facts{}, now.Add(-time.Second), time.Second, 0, nil, 0, 0, now.Add(time.Millisecond))
+	if _, ok, _ := c.get(cacheKey{ns: "late"}, now, nil); ok {
 		t.Error("an answer already past its bound was cached")
 	}
 }
@@ -235,6 +235,10 @@ func TestEnforceBrokenAnswers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == invalidationsPath { // a sidecar without the stream
+					w.WriteHeader(http.StatusNotFound)
+					return
+				}
 				body, _ := io.ReadAll(r.Body)
 				var vr apikey.VerifyRequest
 				if r.Method != http.MethodPost || r.URL.Path != apikey.VerifyPath || r.Header.Get("Authorization") != "Bearer "+gwSecret ||
@@ -276,6 +280,10 @@ func TestEnforceObeysCacheMs(t *testing.T) {
 			var calls atomic.Int64
 			id := apikey.NewID(apikey.Live)
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == invalidationsPath { // a sidecar without the stream
+					w.WriteHeader(http.StatusNotFound)
+					return
+				}
 				calls.Add(1)
 				io.WriteString(w, `{"version":"1.3.0","timestamp":1,"success":true,"code":"2000","message":"SUCCESS","data":{"allow":true,"denyCode":"",`+
 					`"apiKeyId":"`+id+`","workspaceId":"ws1","mode":"LIVE","scopes":["payment:read"],"ipWhitelist":[]`+tc.cacheMs+`}}`)

@@ -102,6 +102,7 @@ func FuzzAccess(f *testing.F) {
 	svc := &oneKey{secret: valid, facts: &apikey.Facts{APIKeyID: apikey.NewID(apikey.Live), WorkspaceID: "ws1", Mode: apikey.Live, Scopes: []string{"payment:read"}}}
 	in.sidecar = svc
 	in.cacheNS = "fuzz"
+	in.stream = nil // no sidecar behind the fake service
 
 	f.Fuzz(func(t *testing.T, auth, xkey, path, portal string) {
 		h := map[string][]string{}

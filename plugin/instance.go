@@ -39,6 +39,8 @@ type instance struct {
 	allowedModes   apikey.Modes
 	hide           bool
 	cacheTTL       time.Duration
+	cachePushed    time.Duration // cache_ttl_pushed_ms; 0: no stream
+	stream         *pushStream   // the sidecar's invalidation stream, nil without
 	timeout        time.Duration
 	sidecar        verifier
 	bearer         []byte // "Bearer <gateway secret>" for the verify call
@@ -137,5 +139,13 @@ func compileEnforce(s *settings, in *instance, p *problems) {
 	in.sidecar = sidecarFor(network, addr)
 	in.cacheNS = s.sidecarURL
 	in.bearer = append([]byte("Bearer "), s.secret...)
+	if s.cacheTTLPushed > 0 {
+		in.cachePushed = time.Duration(s.cacheTTLPushed) * time.Millisecond
+		host := addr
+		if network == "unix" {
+			host = "keygate-sidecar"
+		}
+		in.stream = streamFor(in.cacheNS, network, addr, host, in.bearer)
+	}
 	in.verifyTail = verifyTail(s.requiredScopes, s.allowedModes)
 }

@@ -52,6 +52,7 @@ func limitedEnforce(t *testing.T, ns string, clock *testClock, perMin, burst int
 		Scopes: []string{"payment:read"}}}
 	in.sidecar = svc
 	in.cacheNS = "limit-" + ns // a cache of its own: the fake service differs per test
+	in.stream = nil            // no sidecar behind the fake service
 	return cfg, svc, valid
 }
 

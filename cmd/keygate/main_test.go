@@ -60,7 +60,7 @@ func TestDump(t *testing.T) {
 		"jwt_algorithms:array<string>", "jwt_secret:string", "jwt_public_keys:array<string>", "jwks_url:string",
 		"jwt_issuer:string", "jwt_audience:string", "jwt_leeway_seconds:integer", "roles_claim:string",
 		"portal_codes:map<string,string>", "test_mode_portals:array<string>", "key_headers:array<string>",
-		"required_scopes:array<string>", "allowed_modes:array<string>", "hide_credentials:boolean", "cache_ttl_ms:integer",
+		"required_scopes:array<string>", "allowed_modes:array<string>", "hide_credentials:boolean", "cache_ttl_ms:integer", "cache_ttl_pushed_ms:integer",
 		"failure_limit_per_minute:integer", "failure_burst:integer",
 	}
 	var got []string

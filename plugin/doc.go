@@ -136,8 +136,10 @@
 //     routes or set failure_limit_per_minute 0 to turn the limiter off.
 //   - Never logged: a secret, an Authorization or X-API-Key value, a JWT, the
 //     gateway secret. Logged: apiKeyId, workspace, codes, reasons, request id.
-//     Logs are JSON lines on stderr (Kong copies the plugin server's stderr
-//     to its error log); KEYGATE_LOG_LEVEL=debug logs every decision.
+//     Logs are JSON lines on stderr, which Kong copies to its error log at
+//     INFO (hidden at its default log_level notice; failures an operator
+//     must see also go through kong.log, above); KEYGATE_LOG_LEVEL=debug
+//     logs every decision (list it in nginx_main_env).
 //
 // # Registering with Kong
 //

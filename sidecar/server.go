@@ -286,7 +286,7 @@ func Start(cfg Config) (*Server, error) {
 		SecureErrorLogMessage: true,
 	}
 	go func() { s.done <- s.srv.Serve(ln) }()
-	s.log.Info("sidecar listening", "addr", ln.Addr().String())
+	s.log.Info("sidecar listening", "addr", ln.Addr().String(), "adminAPI", len(cfg.AdminToken) > 0)
 	if s.metricsLn != nil {
 		s.metricsSrv = &fasthttp.Server{
 			Handler: s.handleMetricsPort, Name: "keygate-sidecar", ReadTimeout: cfg.ReadTimeout,

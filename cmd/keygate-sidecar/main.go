@@ -89,9 +89,6 @@ func run() error {
 	if cfg.Store, err = openStore(*db, *storeURL, log); err != nil {
 		return err
 	}
-	if len(admin) == 0 {
-		log.Info("admin token not set: the admin API is off")
-	}
 	if err := sidecar.Run(ctx, cfg); err != nil { // closes the store
 		return err
 	}

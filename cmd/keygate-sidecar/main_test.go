@@ -367,3 +367,27 @@ func TestConfigErrorBeforeAnyLog(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstLogLineIsListening: a sidecar that starts logs first that it
+// listens, with whether the admin API is on — nothing before it that a
+// later failure to start would make misleading.
+func TestFirstLogLineIsListening(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		admin string
+		want  string
+	}{
+		{"admin API off", "", `"adminAPI":false`},
+		{"admin API on", admin, `"adminAPI":true`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := launch(t, filepath.Join(t.TempDir(), "k.db"), []string{"KEYGATE_GATEWAY_SECRET=" + gw, "KEYGATE_ADMIN_TOKEN=" + tc.admin})
+			first, _, _ := strings.Cut(p.logText(), "\n")
+			if !strings.Contains(first, `"msg":"sidecar listening"`) || !strings.Contains(first, tc.want) {
+				t.Errorf("first log line %s, want sidecar listening with %s", first, tc.want)
+			}
+		})
+	}
+}

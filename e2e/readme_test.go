@@ -298,3 +298,44 @@ func TestExamplesExplainThemselves(t *testing.T) {
 		}
 	}
 }
+
+// TestNoCitationOfOutsideSpec: the repository's contract is
+// docs/CONTRACT.md; no file cites the brief it was written from, which is
+// not in the repository.
+func TestNoCitationOfOutsideSpec(t *testing.T) {
+	t.Parallel()
+	cite := regexp.MustCompile(`SPEC(\.md| §)`)
+	err := filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", "node_modules", "testdata", "artifacts":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".go", ".md", ".lua", ".yml", ".yaml", ".sh", ".conf", ".mjs", ".js", ".html":
+		default:
+			if d.Name() != "Makefile" && d.Name() != "Dockerfile" {
+				return nil
+			}
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if path == "../e2e/readme_test.go" {
+			return nil // this test's own pattern
+		}
+		if loc := cite.FindIndex(raw); loc != nil {
+			t.Errorf("%s cites %q: cite docs/CONTRACT.md instead", strings.TrimPrefix(path, "../"), raw[loc[0]:loc[1]])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,4 +1,4 @@
-// keygate owner console (SPEC §11). Plain script, no build step, no
+// keygate owner console (docs/CONTRACT.md §2.3). Plain script, no build step, no
 // dependencies. It calls the management API of the gateway it was loaded
 // from with the owner's JWT and enforces nothing itself.
 //

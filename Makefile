@@ -66,13 +66,15 @@ bench:
 
 # Load benchmarks (docs/BENCHMARKS.md): manual, minutes each, need wrk
 # (installed from Debian if missing); never run by CI.
-.PHONY: bench-http bench-scale bench-gateway
+.PHONY: bench-http bench-scale bench-gateway bench-revoke
 bench-http:
 	bench/http.sh
 bench-scale:
 	bench/scale.sh
 bench-gateway:
 	bench/gateway.sh
+bench-revoke:
+	bench/revoke.sh
 
 # The sidecar alone on its embedded bbolt (secrets for development only).
 run: build

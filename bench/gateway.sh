@@ -15,19 +15,25 @@
 # time per request of all server processes: kongemu, the plugin server, the
 # sidecar and the upstream):
 #   open             GET /open/orders/42
-#   enforce-10k      GET /orders/42, a random key of 10,000 (most requests
-#                    miss the plugin's 1 s cache: a sidecar round trip each)
+#   enforce-10k      GET /orders/42, a random key of 10,000 (with the
+#                    invalidation stream live each key's facts stay cached
+#                    for cache_ttl_pushed_ms, 5 min: after the warm-up
+#                    almost no sidecar round trip; with PUSHED=0 most
+#                    requests miss the plugin's 1 s cache)
 #   enforce-hot100   GET /orders/42, a random key of 100 (plugin cache hits)
-# ROUNDS times; prints rps, p50, p99 and the enforce/open ratios, and the
+# ROUNDS times; prints rps, p50, p99 and the enforce/open ratios, the
+# sidecar's verify calls during each enforce run (per key per minute), and the
 # X-Kongemu-Pdk-Calls of one allowed request for a key without and one with
 # an IP whitelist (created through the admin API).
 # Environment: DUR (10s), CONNS (64), THREADS (1), ROUNDS (2), SIDECAR
 # (tcp|unix), PIN (1: wrk on CPU 0 and every server process — kongemu, the
 # plugin, the sidecar, the upstream — on CPU 1: the rates are then the
-# server side's CPU cost per request; PIN=0: all unpinned).
+# server side's CPU cost per request; PIN=0: all unpinned), PUSHED
+# (cache_ttl_pushed_ms of the route, default 300000; 0: no stream).
 source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-2}
 SIDECAR=${SIDECAR:-tcp}
+PUSHED=${PUSHED:-300000}
 export KEYGATE_ADMIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 free_port() {
@@ -85,6 +91,7 @@ services:
                 - LIVE
               hide_credentials: true
               cache_ttl_ms: 1000
+              cache_ttl_pushed_ms: $PUSHED
       - name: orders-open
         paths:
           - /open
@@ -121,18 +128,26 @@ echo "PDK calls per allowed request: key without whitelist $calls (status $st; b
 SERVER_PIDS=("${PIDS[@]}" $(ps -o pid= --ppid "$KONGEMU_PID"))
 log "sidecar $sidecar_url · upstream http://$upstream · gateway $GW · server pids ${SERVER_PIDS[*]}"
 
+# verifies: the sidecar's verify calls so far (keygate_verify_total, every code).
+verifies() { curl -fsS "${to_sidecar[@]:0:${#to_sidecar[@]}-1}" "${to_sidecar[-1]}/metrics" | awk '/^keygate_verify_total/ {n += $2} END {print n + 0}'; }
+
 gw_wrk() { # LABEL PATH LIMIT
-  local before=0 after=0 p
+  local before=0 after=0 p v0 t0
   for p in "${SERVER_PIDS[@]}"; do before=$((before + $(cpu_ticks "$p"))); done
+  v0=$(verifies) t0=$(date +%s%N)
   KG_SECRETS=$WORK/store.txt KG_LIMIT=$3 KG_PATH=$2 wrk_cmd "$1" -s "$ROOT/bench/gateway.lua" "$GW"
+  VERIFIES=$(( $(verifies) - v0 ))
+  VPKM=$(awk -v v="$VERIFIES" -v k="$([ "$3" = 0 ] && echo 10000 || echo "$3")" -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN {printf "%.3f", v / k / (ns / 6e10)}')
   for p in "${SERVER_PIDS[@]}"; do after=$((after + $(cpu_ticks "$p"))); done
   report "$1" "$before" "$after"
 }
 
-DUR=3s gw_wrk warm-up /orders/42 0 >/dev/null
+# Warm-up over all 10,000 keys (WARM, default 15 s: ~3 requests a key).
+DUR=${WARM:-15s} gw_wrk warm-up /orders/42 0 >/dev/null
 for r in $(seq "$ROUNDS"); do
   gw_wrk "round$r open" /open/orders/42 0; open=$RPS open_us=$SRV_US
-  gw_wrk "round$r enforce-10k" /orders/42 0; e10k=$RPS e10k_us=$SRV_US
-  gw_wrk "round$r enforce-hot100" /orders/42 100; hot=$RPS hot_us=$SRV_US
+  gw_wrk "round$r enforce-10k" /orders/42 0; e10k=$RPS e10k_us=$SRV_US v10k=$VERIFIES p10k=$VPKM
+  gw_wrk "round$r enforce-hot100" /orders/42 100; hot=$RPS hot_us=$SRV_US vhot=$VERIFIES phot=$VPKM
   echo "round$r ratio enforce/open: requests/s 10k keys $(ratio "$e10k" "$open"), hot 100 keys $(ratio "$hot" "$open") · server CPU per request open/enforce 10k keys $(ratio "$open_us" "$e10k_us"), hot $(ratio "$open_us" "$hot_us")"
+  echo "round$r sidecar verify calls: 10k keys $v10k ($p10k per key per minute), hot 100 keys $vhot ($phot per key per minute)"
 done

@@ -241,44 +241,22 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 	}
 	defer ln.Close()
-
-	prefix, err := resolvePrefix(cfg.Prefix)
-	if err == nil && prefix == "" {
-		prefix, err = resolvePrefix(cfg.Kong.Prefix)
-	}
+	prefix, cleanup, err := cfg.makePrefix()
 	if err != nil {
 		return fmt.Errorf("prefix: %w", err)
 	}
-	if prefix == "" {
-		if prefix, err = tempPrefix(); err != nil {
-			return fmt.Errorf("prefix: %w", err)
-		}
-		defer os.RemoveAll(prefix)
-	} else if err := os.MkdirAll(prefix, 0o755); err != nil {
-		return fmt.Errorf("prefix: %w", err)
-	}
-
+	defer cleanup()
 	ps, err := cfg.pluginServer(prefix)
 	if err != nil {
 		return err
 	}
-	info, err := queryPlugin(ctx, ps.query, cfg.Env)
+	info, tbl, err := cfg.queryAndCompile(ctx, ps, decl)
 	if err != nil {
 		return err
 	}
-	if ps.fromConf && !slices.Contains(cfg.Kong.Plugins, info.name) {
-		// kong/db/schema/entities/plugins.lua: a plugin not in `plugins`
-		// is not enabled, and a declarative config using it is refused.
-		return fmt.Errorf("kong.conf: plugin %q not enabled; add it to the 'plugins' configuration property", info.name)
-	}
-	tbl, err := compile(decl, info.name, info.schema)
-	if err != nil {
-		return fmt.Errorf("declarative config: %w", err)
-	}
 
 	klog := &kongLog{logger: logger, level: cfg.Kong.LogLevel}
-	env := workerEnv(cfg.Env, cfg.Kong.MainEnv)
-	proc := newProcess(ps.name, ps.start, ps.socket, env, logger, klog)
+	proc := newProcess(ps.name, ps.start, ps.socket, workerEnv(cfg.Env, cfg.Kong.MainEnv), logger, klog)
 	procCtx, stopProc := context.WithCancel(context.WithoutCancel(ctx))
 	go proc.supervise(procCtx)
 	defer func() {
@@ -297,17 +275,70 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	defer s.client.closeIdle()
 	s.install(tbl)
-	// Kong starts an instance at its entry's first event; kongemu starts
-	// the first configuration's at once, so that a config the plugin
-	// refuses shows at start-up (its routes then answer 500 as in Kong).
+	s.startInstances(ctx, tbl)
+	logger.Info("kongemu listening", "addr", ln.Addr().String(), "plugin", info.name,
+		"routes", len(tbl.routes), "instances", len(tbl.instances), "prefix", prefix,
+		"socket", ps.socket, "log_level", cfg.Kong.LogLevel.String())
+	return s.serve(ctx, ln, decl)
+}
+
+// makePrefix resolves Kong's prefix (Config.Prefix, else kong.conf's, else
+// a temporary directory that cleanup removes) and creates it.
+func (c Config) makePrefix() (prefix string, cleanup func(), err error) {
+	cleanup = func() {}
+	prefix, err = resolvePrefix(c.Prefix)
+	if err == nil && prefix == "" {
+		prefix, err = resolvePrefix(c.Kong.Prefix)
+	}
+	if err != nil {
+		return "", cleanup, err
+	}
+	if prefix == "" {
+		if prefix, err = tempPrefix(); err != nil {
+			return "", cleanup, err
+		}
+		return prefix, func() { os.RemoveAll(prefix) }, nil
+	}
+	return prefix, cleanup, os.MkdirAll(prefix, 0o755)
+}
+
+// queryAndCompile runs the query command and compiles the declarative
+// config against the plugin it describes.
+func (c Config) queryAndCompile(ctx context.Context, ps resolvedServer, decl *Declarative) (*pluginInfo, *table, error) {
+	info, err := queryPlugin(ctx, ps.query, c.Env)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ps.fromConf && !slices.Contains(c.Kong.Plugins, info.name) {
+		// kong/db/schema/entities/plugins.lua: a plugin not in `plugins`
+		// is not enabled, and a declarative config using it is refused.
+		return nil, nil, fmt.Errorf("kong.conf: plugin %q not enabled; add it to the 'plugins' configuration property", info.name)
+	}
+	tbl, err := compile(decl, info.name, info.schema)
+	if err != nil {
+		return nil, nil, fmt.Errorf("declarative config: %w", err)
+	}
+	return info, tbl, nil
+}
+
+// startInstances starts the instances of the first configuration. Kong
+// starts an instance at its entry's first event; kongemu starts them at
+// once, so that a config the plugin refuses shows at start-up (its routes
+// then answer 500 as in Kong).
+func (s *server) startInstances(ctx context.Context, tbl *table) {
 	for _, in := range tbl.instances {
-		sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+		sctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
 		if _, err := s.client.ensure(sctx, in); err != nil {
-			logger.Error("plugin instance failed to start", "entry", in.where, "err", err)
+			s.logger.Error("plugin instance failed to start", "entry", in.where, "err", err)
 		}
 		cancel()
 	}
+}
 
+// serve proxies HTTP on ln and reloads the declarative config when told
+// or when its file changes, until ctx ends; then it drains.
+func (s *server) serve(ctx context.Context, ln net.Listener, decl *Declarative) error {
+	cfg := s.cfg
 	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -315,13 +346,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		WriteTimeout:      cfg.WriteTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Info("kongemu listening", "addr", ln.Addr().String(), "plugin", info.name,
-		"routes", len(tbl.routes), "instances", len(tbl.instances), "prefix", prefix,
-		"socket", ps.socket, "log_level", cfg.Kong.LogLevel.String())
 
 	var changed <-chan time.Time
 	var lastSum [32]byte
@@ -347,11 +375,11 @@ wait:
 			}
 		}
 	}
-	logger.Info("kongemu stopping")
+	s.logger.Info("kongemu stopping")
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(dctx); err != nil {
-		logger.Warn("drain incomplete", "err", err)
+		s.logger.Warn("drain incomplete", "err", err)
 		srv.Close()
 	}
 	return nil

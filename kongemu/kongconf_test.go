@@ -222,7 +222,7 @@ func TestPluginLogLevels(t *testing.T) {
 			for time.Now().Before(deadline) && !containsAll(e.logs.String(), tc.want) {
 				time.Sleep(20 * time.Millisecond)
 			}
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(500 * time.Millisecond)
 			logs := e.logs.String()
 			for _, m := range all {
 				if got, want := strings.Contains(logs, m), slices.Contains(tc.want, m); got != want {

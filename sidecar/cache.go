@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -67,9 +68,7 @@ const (
 // entry is one cached lookup: the facts of a secret, by value (one pointer
 // less to chase on a hit), and appendFacts of them. Its fields are never
 // modified after it is cached, except the use mark (markUsed). What a hit
-// reads first (hash, generation, use mark) leads. newEntry packs an entry
-// into two allocations, so that a hit reads two runs of adjacent memory
-// rather than eight scattered ones.
+// reads first (hash, generation, use mark) leads.
 type entry struct {
 	hash [32]byte
 	gen  uint64
@@ -80,94 +79,28 @@ type entry struct {
 	facts    apikey.Facts
 }
 
-// Blocks of an entry with its scopes and whitelist beside it, by the most
-// scopes and networks they hold. A key with more gets a plain entry and
-// slices of their own.
-type (
-	entrySmall struct {
-		entry
-		scopes [4]string
-		ips    [2]netip.Prefix
-	}
-	entryMedium struct {
-		entry
-		scopes [8]string
-		ips    [4]netip.Prefix
-	}
-	entryLarge struct {
-		entry
-		scopes [8]string
-		ips    [16]netip.Prefix
-	}
-)
-
-// newEntry makes the entry of f, read under generation gen, in two
-// allocations: a block with the entry and the backing arrays of its scopes
-// and whitelist (entrySmall, entryMedium, entryLarge), and one string of
-// the scope names, the rendered answer and the two ids (in the order a hit
-// reads them), of which the entry's strings are parts. A hit over many keys
-// is bound by CPU-cache misses, and so touches two runs of adjacent memory
-// instead of eight scattered allocations. The slices are capped at their
-// length, so an append by a reader copies rather than writing into the
-// block. It copies f, which the caller may drop, and returns the bytes the
-// entry holds, for the cache's cost (unsafe is imported for Sizeof only).
+// newEntry makes the entry of f, read under generation gen, and returns
+// the bytes it allocated, for the cache's cost (unsafe is imported for
+// Sizeof only). The entry shares no memory with f: the store's strings
+// may be parts of a larger value it decoded, which a cached entry must not
+// keep alive, and the caller may reuse f.
 func newEntry(f *apikey.Facts, h [32]byte, gen uint64) (*entry, int64) {
-	var (
-		e      *entry
-		scopes []string
-		ips    []netip.Prefix
-		size   int64
-	)
-	switch ns, ni := len(f.Scopes), len(f.IPWhitelist); {
-	case ns <= 4 && ni <= 2:
-		b := new(entrySmall)
-		e, scopes, ips, size = &b.entry, b.scopes[:ns:ns], b.ips[:ni:ni], int64(unsafe.Sizeof(*b))
-	case ns <= 8 && ni <= 4:
-		b := new(entryMedium)
-		e, scopes, ips, size = &b.entry, b.scopes[:ns:ns], b.ips[:ni:ni], int64(unsafe.Sizeof(*b))
-	case ns <= 8 && ni <= 16:
-		b := new(entryLarge)
-		e, scopes, ips, size = &b.entry, b.scopes[:ns:ns], b.ips[:ni:ni], int64(unsafe.Sizeof(*b))
-	default:
-		e, scopes, ips = new(entry), make([]string, ns), make([]netip.Prefix, ni)
-		size = int64(unsafe.Sizeof(*e)) + int64(ns)*int64(unsafe.Sizeof("")) + int64(ni)*int64(unsafe.Sizeof(netip.Prefix{}))
-	}
 	var buf [512]byte
-	rendered := appendFacts(buf[:0], f)
-	var sb strings.Builder
-	n := len(rendered) + len(f.APIKeyID) + len(f.WorkspaceID)
-	for _, sc := range f.Scopes {
-		n += len(sc)
+	e := &entry{hash: h, gen: gen, facts: *f}
+	e.rendered = string(appendFacts(buf[:0], f))
+	e.facts.APIKeyID = strings.Clone(f.APIKeyID)
+	e.facts.WorkspaceID = strings.Clone(f.WorkspaceID)
+	size := int64(unsafe.Sizeof(*e)) + int64(len(e.rendered)+len(f.APIKeyID)+len(f.WorkspaceID))
+	if f.Scopes != nil { // nil stays nil: the entry holds what the store returned
+		e.facts.Scopes = make([]string, len(f.Scopes))
+		for i, sc := range f.Scopes {
+			e.facts.Scopes[i] = strings.Clone(sc)
+			size += int64(unsafe.Sizeof(sc)) + int64(len(sc))
+		}
 	}
-	sb.Grow(n)
-	for _, sc := range f.Scopes {
-		sb.WriteString(sc)
-	}
-	sb.Write(rendered)
-	sb.WriteString(f.APIKeyID)
-	sb.WriteString(f.WorkspaceID)
-	all := sb.String()
-	next := func(k int) string {
-		s := all[:k]
-		all = all[k:]
-		return s
-	}
-	e.hash, e.gen, e.facts = h, gen, *f
-	for i, sc := range f.Scopes {
-		scopes[i] = next(len(sc))
-	}
-	e.rendered = next(len(rendered))
-	e.facts.APIKeyID = next(len(f.APIKeyID))
-	e.facts.WorkspaceID = next(len(f.WorkspaceID))
-	copy(ips, f.IPWhitelist)
-	if f.Scopes == nil { // nil stays nil: the entry holds what the store returned
-		scopes = nil
-	}
-	if f.IPWhitelist == nil {
-		ips = nil
-	}
-	e.facts.Scopes, e.facts.IPWhitelist = scopes, ips
-	return e, size + int64(n)
+	e.facts.IPWhitelist = slices.Clone(f.IPWhitelist)
+	size += int64(len(f.IPWhitelist)) * int64(unsafe.Sizeof(netip.Prefix{}))
+	return e, size
 }
 
 // markUsed claims period (a caller's unit of time, such as a Unix minute)
@@ -233,8 +166,9 @@ func hotSlot(h *[32]byte) uint32  { return binary.LittleEndian.Uint32(h[8:12]) %
 
 // entryOverhead is what the cache holds per entry besides the entry
 // itself and ristretto's item (which ristretto adds to the cost itself):
-// the item's map slot, and the rounding of the two allocations to the
-// allocator's size classes.
+// the item's map slot, and the rounding of the entry's allocations to the
+// allocator's size classes (20–70 B for keys of 1 to 8 scopes and up to 16
+// networks).
 const entryOverhead = 128
 
 // Lookup implements store.Store: a hit costs a hash compare and no

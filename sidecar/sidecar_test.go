@@ -399,7 +399,6 @@ func TestVerify(t *testing.T) {
 	open := h.create("ws_v", `{"name":"open","scopes":["payment:read"]}`)
 	zero := h.create("ws_v", `{"name":"zero"}`)
 	test := h.create("ws_v", `{"name":"test","mode":2,"scopes":["payment:read"]}`)
-	soon := h.create("ws_v", fmt.Sprintf(`{"name":"soon","scopes":["payment:read"],"expiresAt":%q}`, time.Now().Add(2*time.Second).UTC().Format(time.RFC3339)))
 	badSum := live.Secret[:len(live.Secret)-1] + string("0123456789"[(strings.IndexByte("0123456789", live.Secret[len(live.Secret)-1])+1+10)%10])
 	unknown := string(apikey.NewSecret(apikey.Live))
 	tests := []struct {
@@ -447,11 +446,15 @@ func TestVerify(t *testing.T) {
 	h.expect(h.do("GET", "/internal/v1/verify", "Bearer "+string(gwSecret), ""), envelope.MethodNotAllowed)
 	h.expect(h.do("POST", "/internal/v1/verify", "Bearer "+string(gwSecret), `{"key":1}`), envelope.BadRequest)
 	h.expect(h.do("POST", "/internal/v1/verify", "Bearer "+string(gwSecret), `{"key":"x","allowedModes":["SANDBOX"]}`), envelope.BadRequest)
-	// Expiry.
+	// Expiry. The key is made here, not with the others: the table above
+	// can take over a second on a loaded machine, and expiresAt is whole
+	// seconds, so a key made first could expire before it is checked.
+	expiresAt := time.Now().Add(3 * time.Second).Truncate(time.Second)
+	soon := h.create("ws_v", fmt.Sprintf(`{"name":"soon","scopes":["payment:read"],"expiresAt":%q}`, expiresAt.UTC().Format(time.RFC3339)))
 	if !h.verify(soon.Secret, "", []string{"payment:read"}).Allow {
 		t.Fatal("key denied before its expiry")
 	}
-	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(3 * time.Second)))
+	time.Sleep(time.Until(expiresAt.Add(100 * time.Millisecond)))
 	if v := h.verify(soon.Secret, "", []string{"payment:read"}); v.Allow || v.DenyCode != "4012" {
 		t.Fatalf("expired key: %+v", v)
 	}

@@ -27,6 +27,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,15 @@ const MaxBodySize = 64 << 10
 type Config struct {
 	// Listen is host:port or unix:/path.sock (default 127.0.0.1:8080).
 	Listen string
+	// TLSCert and TLSKey, when set (both), are PEM files of the API
+	// listener's certificate (chain) and key: it then serves only TLS (1.2
+	// or later). The pair is loaded again when either file changes and on
+	// ReloadTLS (SIGHUP), without a restart; a pair that does not load is
+	// logged and the previous one kept.
+	TLSCert, TLSKey string
+	// Reload, when set, makes Run load the TLS files again on every value
+	// received (the sidecar command delivers SIGHUP there).
+	Reload <-chan os.Signal
 	// MetricsListen, when set (host:port or unix:/path.sock), serves
 	// GET /metrics there and nowhere else: the API port answers it 404.
 	// Empty: /metrics is on the API port.
@@ -149,8 +159,9 @@ type Server struct {
 	metrics    *metrics
 	push       *pushHub // the invalidation streams (push.go)
 	usage      *usage
-	seen       *seenIDs // identity assertions accepted, to refuse replays
-	cacheMs    int      // how long the plugin may cache a verify answer
+	seen       *seenIDs      // identity assertions accepted, to refuse replays
+	certs      *certReloader // nil without TLS
+	cacheMs    int           // how long the plugin may cache a verify answer
 	// verifyTails remembers the parameters of verify bodies by what follows
 	// the key (see parseVerify), at most maxVerifyTails of them.
 	// The map is replaced, never modified, once stored (a read takes no
@@ -199,9 +210,12 @@ func (c *Config) defaults() error {
 }
 
 // Validate reports a configuration the sidecar refuses to start with (its
-// secrets), without opening anything, so that a command line can fail
-// before it logs or opens the store.
+// secrets, a TLS certificate without a key), without opening anything, so
+// that a command line can fail before it logs or opens the store.
 func (c *Config) Validate() error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+	}
 	if len(c.GatewaySecret) == 0 {
 		return errors.New("gateway secret is required (KEYGATE_GATEWAY_SECRET or --gateway-secret-file)")
 	}
@@ -230,6 +244,13 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), push: newPushHub(), done: make(chan error, 1), seen: newSeenIDs(cfg.MaxAssertions)}
 	s.metrics.push = s.push
+	if cfg.TLSCert != "" {
+		var err error
+		if s.certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, cfg.Logger); err != nil {
+			cfg.Store.Close()
+			return nil, err
+		}
+	}
 	c, err := newCache(metered{cfg.Store, s.metrics}, cfg.Cache)
 	if err != nil {
 		cfg.Store.Close()
@@ -253,6 +274,11 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		s.store.Close()
 		return nil, err
+	}
+	if s.certs != nil {
+		ln = tls.NewListener(ln, s.certs.serverTLS())
+	} else if !localListener(ln.Addr()) {
+		s.log.Warn("listening beyond loopback without TLS: the gateway secret and identity assertions cross the network in clear; set --tls-cert and --tls-key", "addr", ln.Addr().String())
 	}
 	s.ln = ln
 	if cfg.MetricsListen != "" {
@@ -349,6 +375,28 @@ func (s *Server) invalidate(id string) {
 	}
 }
 
+// localListener reports whether a listener is a unix socket or on a
+// loopback address.
+func localListener(a net.Addr) bool {
+	switch a := a.(type) {
+	case *net.UnixAddr:
+		return true
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	}
+	return false
+}
+
+// ReloadTLS loads the TLS certificate and key files again (the sidecar
+// command does it on SIGHUP). Without TLS it does nothing; on failure the
+// previous certificate is kept and the error returned.
+func (s *Server) ReloadTLS() error {
+	if s.certs == nil {
+		return nil
+	}
+	return s.certs.Reload()
+}
+
 // Addr is the listening address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
@@ -389,11 +437,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-	case err := <-s.done:
-		s.Shutdown(context.Background())
-		return fmt.Errorf("serve: %w", err)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-cfg.Reload:
+			s.ReloadTLS() // logs its outcome
+		case err := <-s.done:
+			s.Shutdown(context.Background())
+			return fmt.Errorf("serve: %w", err)
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()

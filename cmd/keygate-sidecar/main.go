@@ -1,12 +1,15 @@
 // Command keygate-sidecar serves keygate's key-management and verify APIs.
 //
-//	keygate-sidecar [--listen ADDR] [--metrics-listen ADDR] [--db PATH | --store postgres://…] [--scopes-file F]
+//	keygate-sidecar [--listen ADDR] [--tls-cert F --tls-key F] [--metrics-listen ADDR]
+//	                [--db PATH | --store postgres://…] [--scopes-file F]
 //	                [--gateway-secret-file F] [--admin-token-file F] [--version]
 //
 // The key store is an embedded bbolt file (--db, the default) or, for
 // several sidecars sharing keys, PostgreSQL (--store; docs/SEVERAL-NODES.md).
 // The database password may come from PGPASSWORD or ~/.pgpass rather than
 // the URL, which other users can see in the process list.
+// With --tls-cert and --tls-key the API listener serves TLS only; the pair
+// is loaded again on SIGHUP or when a file changes, without a restart.
 // Secrets come from KEYGATE_GATEWAY_SECRET (required) and
 // KEYGATE_ADMIN_TOKEN (optional), or from the named files.
 package main
@@ -37,6 +40,8 @@ func main() {
 
 func run() error {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on: host:port or unix:/path.sock")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate (chain) to serve TLS on --listen; reloaded on SIGHUP or when the file changes")
+	tlsKey := flag.String("tls-key", "", "PEM private key of --tls-cert; reloaded with it")
 	metricsListen := flag.String("metrics-listen", "", "serve GET /metrics on this address (host:port or unix:/path.sock) only, not on --listen")
 	db := flag.String("db", "./data/keygate.db", "bbolt database file (its directory is created)")
 	storeURL := flag.String("store", "", "PostgreSQL URL (postgres://user@host:5432/db) shared by several sidecars, instead of --db")
@@ -73,7 +78,11 @@ func run() error {
 	if *cacheMB < 1 || *cacheMB > 1<<20 {
 		return errors.New("--cache-mb must be from 1 to 1048576")
 	}
-	cfg := sidecar.Config{Listen: *listen, MetricsListen: *metricsListen, GatewaySecret: gw, AdminToken: admin, Logger: log,
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg := sidecar.Config{Listen: *listen, MetricsListen: *metricsListen, TLSCert: *tlsCert, TLSKey: *tlsKey, Reload: hup,
+		GatewaySecret: gw, AdminToken: admin, Logger: log,
 		UsageFlushInterval: *usageFlush, Cache: sidecar.CacheOptions{MaxCost: int64(*cacheMB) << 20}}
 	if *scopesFile != "" {
 		if cfg.Scopes, err = sidecar.LoadScopes(*scopesFile); err != nil {

@@ -23,6 +23,7 @@ return {
         fields = {
           { route_role = { type = "string", required = true, one_of = { "manage", "enforce" } } },
           { sidecar_url = { type = "string", required = true, default = "http://127.0.0.1:8080" } },
+          { sidecar_ca_file = { type = "string", required = false } },
           { sidecar_timeout_ms = { type = "integer", required = true, default = 1000, between = { 1, 10000 } } },
           { gateway_secret = { type = "string", required = false, encrypted = true, referenceable = true } },
           { jwt_algorithms = { type = "array", required = false, elements = { type = "string", one_of = algorithms } } },

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -91,9 +90,16 @@ type Config struct {
 	// RouteRole is "manage" (key-management routes) or "enforce" (product
 	// traffic). Required.
 	RouteRole string `json:"route_role" role:"both" doc:"required: manage (key-management routes) or enforce (product traffic)"`
-	// SidecarURL is where the verify API is: "http://host:port" or
-	// "unix:/path.sock". Default http://127.0.0.1:8080. Enforce only.
-	SidecarURL string `json:"sidecar_url" role:"enforce" default:"\"http://127.0.0.1:8080\"" doc:"where the verify API is: http://host:port or unix:/abs/path.sock"`
+	// SidecarURL is where the verify API is: "https://host:port",
+	// "unix:/path.sock", or "http://host:port" to a loopback host only
+	// (plain http to another host is refused: the gateway secret would
+	// cross the network in clear). Default http://127.0.0.1:8080. Enforce
+	// only.
+	SidecarURL string `json:"sidecar_url" role:"enforce" default:"\"http://127.0.0.1:8080\"" doc:"where the verify API is: https://host:port, unix:/abs/path.sock, or http://host:port to a loopback host only"`
+	// SidecarCAFile is a PEM file of the CA certificates that an https
+	// sidecar_url's certificate must chain to; empty means the system
+	// roots. Only with https.
+	SidecarCAFile string `json:"sidecar_ca_file" role:"enforce" doc:"PEM CA certificates an https sidecar_url's certificate must chain to; the system roots when empty"`
 	// SidecarTimeoutMS bounds each call to the sidecar (1..10000, default
 	// 1000: MaxSidecarTimeoutMS, far below Kong's 60 s plugin socket
 	// timeout); over it the request answers 504/5040.
@@ -187,6 +193,7 @@ func New() interface{} { return &Config{} }
 type settings struct {
 	role            string
 	sidecarURL      string
+	sidecarCAFile   string
 	timeoutMS       int
 	secret          []byte
 	secretProblem   error
@@ -216,6 +223,7 @@ func (c *Config) resolve() settings {
 	s := settings{
 		role:            c.RouteRole,
 		sidecarURL:      c.SidecarURL,
+		sidecarCAFile:   c.SidecarCAFile,
 		timeoutMS:       intOr(c.SidecarTimeoutMS, DefaultSidecarTimeoutMS),
 		algorithms:      c.JWTAlgorithms,
 		jwtSecret:       []byte(c.JWTSecret),
@@ -352,7 +360,9 @@ func validateCommon(s *settings, p *problems) {
 func validateEnforce(s *settings, p *problems) {
 	if isVaultRef(s.sidecarURL) {
 		*p = append(*p, vaultProblem("sidecar_url"))
-	} else if _, _, err := parseSidecarURL(s.sidecarURL); err != nil {
+	} else if isVaultRef(s.sidecarCAFile) {
+		*p = append(*p, vaultProblem("sidecar_ca_file"))
+	} else if _, err := parseSidecarEndpoint(s.sidecarURL, s.sidecarCAFile); err != nil {
 		*p = append(*p, err)
 	}
 	if s.timeoutMS < 1 || s.timeoutMS > MaxSidecarTimeoutMS {
@@ -443,30 +453,6 @@ func validateManage(s *settings, p *problems) {
 			p.add("test_mode_portals[%d] must not be empty", i)
 		}
 	}
-}
-
-// parseSidecarURL accepts "http://host:port" (no path, query or user info)
-// and "unix:/abs/path.sock". It returns the network and the address.
-func parseSidecarURL(raw string) (network, addr string, err error) {
-	if path, ok := strings.CutPrefix(raw, "unix:"); ok {
-		if !strings.HasPrefix(path, "/") || len(path) < 2 {
-			return "", "", fmt.Errorf("sidecar_url %q: unix socket path must be absolute (unix:/path.sock)", raw)
-		}
-		return "unix", path, nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil ||
-		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return "", "", fmt.Errorf("sidecar_url %q must be http://host:port or unix:/path.sock", raw)
-	}
-	port := u.Port()
-	if port == "" {
-		return "", "", fmt.Errorf("sidecar_url %q must name a port", raw)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", "", fmt.Errorf("sidecar_url %q: port out of range", raw)
-	}
-	return "tcp", u.Host, nil
 }
 
 // validHeaderName reports whether s is an RFC 9110 token.

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/Kong/go-pdk/test"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/keygate/keygate/internal/envelope"
+	"github.com/keygate/keygate/internal/testcert"
 )
 
 func enforceConfig(sidecarURL string, mut ...func(*Config)) *Config {
@@ -248,5 +250,64 @@ func TestUnjoin(t *testing.T) {
 	t.Parallel()
 	if n := len(unjoin(errors.New("x"))); n != 1 {
 		t.Error(n)
+	}
+}
+
+// TestSidecarURLTransport: sidecar_url and sidecar_ca_file at config time.
+// Plain http reaches only a loopback host; https verifies against the CA
+// file or the system roots.
+func TestSidecarURLTransport(t *testing.T) {
+	t.Parallel()
+	ca, err := testcert.NewCA("config test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile, err := ca.WriteCA(dir, "ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := filepath.Join(dir, "junk.pem")
+	os.WriteFile(junk, []byte("not a certificate"), 0o600)
+	for _, tc := range []struct {
+		name, url, ca string
+		want          string // a problem's text; "" when valid
+		tls           bool
+	}{
+		{"loopback http", "http://127.0.0.1:8080", "", "", false},
+		{"localhost http", "http://localhost:8080", "", "", false},
+		{"ipv6 loopback http", "http://[::1]:8080", "", "", false},
+		{"unix", "unix:/run/keygate.sock", "", "", false},
+		{"https, system roots", "https://sidecar.internal:8443", "", "", true},
+		{"https with CA file", "https://10.0.0.5:8443", caFile, "", true},
+		{"http to a remote host", "http://10.0.0.5:8080", "", "plain http is refused to 10.0.0.5, which is not a loopback address", false},
+		{"http to a name", "http://sidecar:8080", "", "plain http is refused to sidecar", false},
+		{"CA file with http", "http://127.0.0.1:8080", caFile, "sidecar_ca_file is only for an https:// sidecar_url", false},
+		{"CA file with unix", "unix:/run/k.sock", caFile, "sidecar_ca_file is only for an https:// sidecar_url", false},
+		{"missing CA file", "https://10.0.0.5:8443", filepath.Join(dir, "nope.pem"), "sidecar_ca_file: open", false},
+		{"CA file without a certificate", "https://10.0.0.5:8443", junk, "holds no PEM certificate", false},
+		{"https without port", "https://sidecar.internal", "", "must name a port", false},
+		{"ftp", "ftp://127.0.0.1:21", "", "must be https://host:port", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Config{RouteRole: RoleEnforce, GatewaySecret: gwSecret, RequiredScopes: []string{"a:b"}, SidecarURL: tc.url, SidecarCAFile: tc.ca}
+			err := c.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				ep, _ := parseSidecarEndpoint(tc.url, tc.ca)
+				if (ep.tls != nil) != tc.tls || (tc.tls && ep.tls.MinVersion < tls.VersionTLS12) || (tc.ca != "" && ep.tls.RootCAs == nil) {
+					t.Fatalf("endpoint %+v", ep)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("problem %v, want %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), gwSecret) {
+				t.Fatal("the gateway secret is in the error")
+			}
+		})
 	}
 }

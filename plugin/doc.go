@@ -175,7 +175,8 @@
 //
 //	field                     role     type                     default                        meaning
 //	route_role                both     string                   —                              required: manage (key-management routes) or enforce (product traffic)
-//	sidecar_url               enforce  string                   "http://127.0.0.1:8080"        where the verify API is: http://host:port or unix:/abs/path.sock
+//	sidecar_url               enforce  string                   "http://127.0.0.1:8080"        where the verify API is: https://host:port, unix:/abs/path.sock, or http://host:port to a loopback host only
+//	sidecar_ca_file           enforce  string                   —                              PEM CA certificates an https sidecar_url's certificate must chain to; the system roots when empty
 //	sidecar_timeout_ms        enforce  integer                  1000                           per verify call, 1..10000 (far below Kong's 60 s plugin socket timeout); over it 504/5040
 //	gateway_secret            both     string                   —                              shared with the sidecar, at least 16 bytes; when empty, from $KEYGATE_GATEWAY_SECRET or the file $KEYGATE_GATEWAY_SECRET_FILE names (listed in kong.conf's nginx_main_env); a {vault://…} reference is refused
 //	jwt_algorithms            manage   array of string          —                              required for manage: the accepted algorithms, a subset of HS256/384/512 RS256/384/512 PS256/384/512 ES256/384/512 EdDSA

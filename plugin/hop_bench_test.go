@@ -83,7 +83,11 @@ func BenchmarkHop(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			network, addr, secrets := hopSidecar(b, tc.listen, keys)
-			c := newSidecarClient(network, addr)
+			ep := &sidecarEndpoint{network: network, addr: addr, host: addr}
+			if network == "unix" {
+				ep.host = "keygate-sidecar"
+			}
+			c := newSidecarClient(ep)
 			tail := verifyTail([]string{"payment:read"}, []string{"LIVE"})
 			bearer := []byte("Bearer " + hopGatewaySecret)
 			for _, s := range secrets { // warm the connection and the sidecar's cache

@@ -131,12 +131,12 @@ func compileEnforce(s *settings, in *instance, p *problems) {
 	in.hide = s.hideCredentials
 	in.cacheTTL = time.Duration(s.cacheTTLMS) * time.Millisecond
 	in.timeout = time.Duration(s.timeoutMS) * time.Millisecond
-	network, addr, err := parseSidecarURL(s.sidecarURL)
+	ep, err := parseSidecarEndpoint(s.sidecarURL, s.sidecarCAFile)
 	if err != nil {
 		*p = append(*p, err)
 		return
 	}
-	in.sidecar = sidecarFor(network, addr)
+	in.sidecar = sidecarFor(s.sidecarURL, s.sidecarCAFile, ep)
 	in.cacheNS = s.sidecarURL
 	in.bearer = append([]byte("Bearer "), s.secret...)
 	if s.cacheTTLPushed > 0 {

@@ -37,24 +37,26 @@ type sidecarClient struct {
 	host string // Host header / request URI host
 }
 
-var sidecarRegistry sync.Map // network+"|"+addr → *sidecarClient
+var sidecarRegistry sync.Map // sidecar_url+"|"+sidecar_ca_file → *sidecarClient
 
-// sidecarFor returns the shared client of one sidecar address: every
-// instance naming the same sidecar shares its connection pool, and no
-// goroutine outlives its connections (fasthttp's cleaner stops when the pool
-// is empty).
-func sidecarFor(network, addr string) *sidecarClient {
-	k := network + "|" + addr
+// sidecarFor returns the shared client of one sidecar endpoint: every
+// instance naming the same sidecar (and CA file) shares its connection
+// pool, and no goroutine outlives its connections (fasthttp's cleaner stops
+// when the pool is empty).
+func sidecarFor(rawURL, caFile string, ep *sidecarEndpoint) *sidecarClient {
+	k := rawURL + "|" + caFile
 	if c, ok := sidecarRegistry.Load(k); ok {
 		return c.(*sidecarClient)
 	}
-	c, _ := sidecarRegistry.LoadOrStore(k, newSidecarClient(network, addr))
+	c, _ := sidecarRegistry.LoadOrStore(k, newSidecarClient(ep))
 	return c.(*sidecarClient)
 }
 
-func newSidecarClient(network, addr string) *sidecarClient {
+// newSidecarClient is the verify client of ep: every connection is opened
+// by ep.dial, so it is TLS whenever the endpoint is https.
+func newSidecarClient(ep *sidecarEndpoint) *sidecarClient {
 	hc := &fasthttp.HostClient{
-		Addr:                          addr,
+		Addr:                          ep.addr,
 		Name:                          "keygate-plugin",
 		MaxConns:                      1024,
 		MaxIdleConnDuration:           30 * time.Second,
@@ -67,16 +69,9 @@ func newSidecarClient(network, addr string) *sidecarClient {
 		RetryIfErr: func(_ *fasthttp.Request, attempts int, err error) (bool, bool) {
 			return false, attempts < 2 && !isTimeout(err)
 		},
+		DialTimeout: func(_ string, timeout time.Duration) (net.Conn, error) { return ep.dialTimeout(timeout) },
 	}
-	host := addr
-	if network == "unix" {
-		path := addr
-		hc.DialTimeout = func(_ string, timeout time.Duration) (net.Conn, error) {
-			return net.DialTimeout("unix", path, timeout)
-		}
-		host = "keygate-sidecar"
-	}
-	return &sidecarClient{hc: hc, host: host}
+	return &sidecarClient{hc: hc, host: ep.host}
 }
 
 func isTimeout(err error) bool {

@@ -56,7 +56,7 @@ func TestDump(t *testing.T) {
 		t.Errorf("name %q phases %q priority %d", p.Name, p.Phases, p.Priority)
 	}
 	want := []string{
-		"route_role:string", "sidecar_url:string", "sidecar_timeout_ms:integer", "gateway_secret:string",
+		"route_role:string", "sidecar_url:string", "sidecar_ca_file:string", "sidecar_timeout_ms:integer", "gateway_secret:string",
 		"jwt_algorithms:array<string>", "jwt_secret:string", "jwt_public_keys:array<string>", "jwks_url:string",
 		"jwt_issuer:string", "jwt_audience:string", "jwt_leeway_seconds:integer", "roles_claim:string",
 		"portal_codes:map<string,string>", "test_mode_portals:array<string>", "key_headers:array<string>",

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestManagementHeaders: every management answer through the gateway —
@@ -64,4 +67,43 @@ func TestPreflightIsNoFailedLogin(t *testing.T) {
 	}
 	r = s.call("GET", keysPath, from(other, "Authorization", owner["Authorization"], "X-PORTAL-ACCESS-CODE", publicCode), "")
 	wantEnvelope(t, r, 429, "4290")
+}
+
+// TestSidecarOverTLS runs the whole path with the sidecar serving TLS
+// only: the plugin verifies keys at an https sidecar_url trusting
+// sidecar_ca_file, kongemu proxies the management routes over https, and a
+// revoke is still seen at the gateway within the bound. Nothing reaches the
+// sidecar in clear: its port speaks only TLS.
+func TestSidecarOverTLS(t *testing.T) {
+	s := startStack(t, withTLS)
+	owner := portal("alice", workspace, "OWNER", publicCode)
+	r := s.call("POST", keysPath, owner, `{"name":"tls","scopes":["orders:read"]}`)
+	wantEnvelope(t, r, 201, "2000")
+	key, id := str(r.data["secret"]), str(r.data["apiKeyId"])
+	r = s.call("GET", "/orders/1", map[string]string{"X-API-Key": key}, "")
+	wantEnvelope(t, r, 200, "")
+	if r.json["headers"].(map[string]any)["X-Api-Key-Id"] == nil {
+		t.Fatalf("upstream did not see the key id: %s", r.body)
+	}
+	wantEnvelope(t, s.call("DELETE", keysPath+"/"+id, owner, ""), 200, "2000")
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for {
+		r = s.call("GET", "/orders/1", map[string]string{"X-API-Key": key}, "")
+		if r.status == 401 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	wantEnvelope(t, r, 401, "4012")
+	// The sidecar's port answers no plain-http request.
+	res, err := http.Get(strings.Replace(s.sidecarURL, "https://", "http://", 1) + "/healthz")
+	if err == nil {
+		res.Body.Close()
+		if res.StatusCode == 200 {
+			t.Fatal("the sidecar answered plain http")
+		}
+	}
+	if r := s.http(); r == http.DefaultClient {
+		t.Fatal("stack is not TLS")
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -257,7 +256,7 @@ func (s *stack) verifyTotal(t *testing.T) int {
 
 func (s *stack) scanMetrics(t *testing.T, each func(name string, v int)) {
 	t.Helper()
-	res, err := http.Get(s.sidecarURL + "/metrics")
+	res, err := s.http().Get(s.sidecarURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

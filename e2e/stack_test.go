@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -13,12 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/keygate/keygate/internal/testcert"
 	"github.com/keygate/keygate/plugin"
 	"github.com/keygate/keygate/store/storetest"
 )
@@ -98,6 +101,8 @@ func setup() error {
 // running the real keygate plugin, the sidecar on bbolt, the example
 // upstream) or an external gateway and sidecar named by the environment.
 type stack struct {
+	// sidecarCA, when set, is the CA of a sidecar serving TLS (withTLS).
+	sidecarCA                *testcert.CA
 	dir, gateway, sidecarURL string
 	adminToken               string
 	procs                    []*exec.Cmd
@@ -113,13 +118,16 @@ type stack struct {
 // startStack returns the gateway for one test: the external one when the
 // environment names it, else a stack started for the test and stopped when
 // it ends.
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T, opts ...stackOption) *stack {
 	t.Helper()
+	if external && len(opts) > 0 {
+		t.Skip("against an external gateway: this test starts a stack of its own shape")
+	}
 	if external {
 		return &stack{gateway: strings.TrimRight(os.Getenv(envGateway), "/"), sidecarURL: strings.TrimRight(os.Getenv(envSidecar), "/"),
 			adminToken: os.Getenv(envAdminToken)}
 	}
-	s, err := newStack("..", nil)
+	s, err := newStack("..", nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +157,28 @@ func startProxiedStack(t *testing.T) *stack {
 	return s
 }
 
+// stackOption changes how newStack starts the stack.
+type stackOption func(*stackOpts)
+
+type stackOpts struct{ tls bool }
+
+// withTLS runs the sidecar with --tls-cert/--tls-key (a CA of the test's
+// own): the plugin reaches it at an https sidecar_url trusting that CA
+// through sidecar_ca_file, and kongemu proxies the management routes to it
+// over https (trusting the CA through SSL_CERT_FILE, which the plugin, as
+// in Kong, does not inherit).
+func withTLS(o *stackOpts) { o.tls = true }
+
 // newStack builds the binaries and starts sidecar, upstream and kongemu on
 // free loopback ports with a copy of kong/kong.yml pointing at them, its
 // demo JWT secret and portal codes replaced by this run's. via, when not
 // nil, returns the address the gateway reaches the sidecar at instead of
 // the sidecar's own.
-func newStack(repo string, via func(sidecarAddr string) string) (s *stack, err error) {
+func newStack(repo string, via func(sidecarAddr string) string, options ...stackOption) (s *stack, err error) {
+	var o stackOpts
+	for _, opt := range options {
+		opt(&o)
+	}
 	dir, err := os.MkdirTemp("", "keygate-e2e")
 	if err != nil {
 		return nil, err
@@ -181,6 +205,13 @@ func newStack(repo string, via func(sidecarAddr string) string) (s *stack, err e
 	if err != nil {
 		return nil, err
 	}
+	var tlsArgs []string
+	if o.tls {
+		if tlsArgs, err = s.setupTLS(&yml); err != nil {
+			return nil, err
+		}
+		s.sidecarURL = "https://" + sidecarAddr
+	}
 	for _, r := range [][2]string{{"127.0.0.1:8080", gatewaySide}, {"127.0.0.1:9090", upstreamAddr},
 		{demoJWTSecret, jwtSecret}, {demoPartnerCode, partnerCode}, {demoPublicCode, publicCode}} {
 		if !bytes.Contains(yml, []byte(r[0])) {
@@ -193,7 +224,10 @@ func newStack(repo string, via func(sidecarAddr string) string) (s *stack, err e
 	}
 	s.adminToken = randomSecret()
 	s.env = []string{"KEYGATE_GATEWAY_SECRET=" + randomSecret(), "KEYGATE_ADMIN_TOKEN=" + s.adminToken}
-	s.sidecarArgs = []string{"--listen", sidecarAddr, "--db", filepath.Join(dir, "data", "keygate.db")}
+	s.sidecarArgs = append([]string{"--listen", sidecarAddr, "--db", filepath.Join(dir, "data", "keygate.db")}, tlsArgs...)
+	if o.tls {
+		s.env = append(s.env, "SSL_CERT_FILE="+filepath.Join(dir, "ca.pem"))
+	}
 	if s.sidecar, err = s.start("keygate-sidecar", "sidecar", s.sidecarArgs...); err != nil {
 		return nil, err
 	}
@@ -218,7 +252,7 @@ func newStack(repo string, via func(sidecarAddr string) string) (s *stack, err e
 		return nil, err
 	}
 	for _, u := range []string{s.sidecarURL + "/readyz", "http://" + upstreamAddr + "/", s.gateway + "/"} {
-		if err := waitHTTP(u, 0); err != nil {
+		if err := waitHTTPWith(s.http(), u, 0); err != nil {
 			return nil, fmt.Errorf("%w (logs in %s)", err, dir)
 		}
 	}
@@ -266,6 +300,42 @@ func (s *stack) canRestartSidecar(t *testing.T) {
 	}
 }
 
+// setupTLS writes the sidecar's certificate, key and CA into the stack's
+// directory, points the copy of kong.yml at an https sidecar trusting that
+// CA, and returns the sidecar's TLS flags.
+func (s *stack) setupTLS(yml *[]byte) ([]string, error) {
+	ca, err := testcert.NewCA("keygate e2e CA")
+	if err != nil {
+		return nil, err
+	}
+	certFile, keyFile, err := ca.WriteLeaf(s.dir, "sidecar", "keygate-sidecar")
+	if err != nil {
+		return nil, err
+	}
+	caFile, err := ca.WriteCA(s.dir, "ca.pem")
+	if err != nil {
+		return nil, err
+	}
+	s.sidecarCA = ca
+	y := bytes.ReplaceAll(*yml, []byte("http://127.0.0.1:8080"), []byte("https://127.0.0.1:8080"))
+	// Each sidecar_url line gets a sidecar_ca_file line at its indentation.
+	y = regexp.MustCompile(`(?m)^(\s+)sidecar_url: (.*)$`).ReplaceAll(y, []byte("${1}sidecar_url: $2\n${1}sidecar_ca_file: "+caFile))
+	if !bytes.Contains(y, []byte("sidecar_ca_file")) {
+		return nil, fmt.Errorf("kong/kong.yml names no sidecar_url")
+	}
+	*yml = y
+	return []string{"--tls-cert", certFile, "--tls-key", keyFile}, nil
+}
+
+// http is a client for the sidecar: it trusts the sidecar's CA when the
+// sidecar serves TLS.
+func (s *stack) http() *http.Client {
+	if s.sidecarCA == nil {
+		return http.DefaultClient
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.sidecarCA.Pool()}}}
+}
+
 // stopSidecar stops the sidecar (SIGTERM here, $KEYGATE_E2E_STOP_SIDECAR
 // for an external one) and waits for it.
 func (s *stack) stopSidecar(t *testing.T) {
@@ -290,7 +360,7 @@ func (s *stack) restartSidecar(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := waitHTTP(s.sidecarURL+"/readyz", 200); err != nil {
+	if err := waitHTTPWith(s.http(), s.sidecarURL+"/readyz", 200); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -317,10 +387,12 @@ func randomSecret() string {
 	return hex.EncodeToString(b)
 }
 
-func waitHTTP(url string, want int) error {
+func waitHTTP(url string, want int) error { return waitHTTPWith(http.DefaultClient, url, want) }
+
+func waitHTTPWith(c *http.Client, url string, want int) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if res, err := http.Get(url); err == nil {
+		if res, err := c.Get(url); err == nil {
 			res.Body.Close()
 			if want == 0 || res.StatusCode == want {
 				return nil

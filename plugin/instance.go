@@ -141,11 +141,7 @@ func compileEnforce(s *settings, in *instance, p *problems) {
 	in.bearer = append([]byte("Bearer "), s.secret...)
 	if s.cacheTTLPushed > 0 {
 		in.cachePushed = time.Duration(s.cacheTTLPushed) * time.Millisecond
-		host := addr
-		if network == "unix" {
-			host = "keygate-sidecar"
-		}
-		in.stream = streamFor(in.cacheNS, network, addr, host, in.bearer)
+		in.stream = streamFor(in.cacheNS, ep, in.bearer)
 	}
 	in.verifyTail = verifyTail(s.requiredScopes, s.allowedModes)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -57,11 +56,9 @@ func monoNs(t time.Time) int64 { return int64(t.Sub(mono0)) }
 
 // pushStream is the subscription of one plugin process to one sidecar.
 type pushStream struct {
-	ns      string // the cache namespace: the sidecar URL
-	network string
-	addr    string
-	host    string
-	bearer  []byte
+	ns     string           // the cache namespace: the sidecar URL
+	ep     *sidecarEndpoint // dials every connection (TLS when https)
+	bearer []byte
 
 	mu      sync.Mutex // orders start and the goroutine's end
 	running bool
@@ -82,11 +79,11 @@ type pushStream struct {
 var streams sync.Map // cache namespace → *pushStream
 
 // streamFor returns the process's stream of one sidecar.
-func streamFor(ns, network, addr, host string, bearer []byte) *pushStream {
+func streamFor(ns string, ep *sidecarEndpoint, bearer []byte) *pushStream {
 	if st, ok := streams.Load(ns); ok {
 		return st.(*pushStream)
 	}
-	st, _ := streams.LoadOrStore(ns, &pushStream{ns: ns, network: network, addr: addr, host: host, bearer: bearer})
+	st, _ := streams.LoadOrStore(ns, &pushStream{ns: ns, ep: ep, bearer: bearer})
 	return st.(*pushStream)
 }
 
@@ -165,14 +162,16 @@ var errStreamIdle = errors.New("unused")
 // silent for streamSilence, or no request used it for streamIdle. wasUp
 // reports whether it was established.
 func (st *pushStream) session() (wasUp bool, err error) {
-	conn, err := dialSidecar(st.network, st.addr, streamDialTimeout)
+	// The endpoint's dial: TLS (certificate verified) when sidecar_url is
+	// https, so the bearer below never crosses the network in clear.
+	conn, err := st.ep.dialTimeout(streamDialTimeout)
 	if err != nil {
 		return false, err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(streamDialTimeout))
 	var req bytes.Buffer
-	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: keygate-plugin\r\nAuthorization: ", invalidationsPath, st.host)
+	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: keygate-plugin\r\nAuthorization: ", invalidationsPath, st.ep.host)
 	req.Write(st.bearer)
 	req.WriteString("\r\n\r\n")
 	if _, err := conn.Write(req.Bytes()); err != nil {
@@ -257,10 +256,4 @@ func parseStreamLine(b []byte) (kind int, id string) {
 		return lineKey, string(rest)
 	}
 	return lineBad, ""
-}
-
-// dialSidecar connects to the sidecar the way the verify client does: the
-// one place the stream dials (TLS, when the sidecar serves it, goes here).
-func dialSidecar(network, addr string, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout(network, addr, timeout)
 }

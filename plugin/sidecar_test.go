@@ -30,6 +30,7 @@ const adminToken = "test-admin-token-0123456789"
 type realSidecar struct {
 	url  string // sidecar_url for the plugin
 	http *http.Client
+	base string // scheme and host of admin requests; "" is http://sidecar
 }
 
 // startSidecar runs a real sidecar on a unix socket.
@@ -69,7 +70,11 @@ func startSidecar(t testing.TB) *realSidecar {
 
 func (s *realSidecar) do(t testing.TB, method, path, body string) envelope.Envelope {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://sidecar"+path, strings.NewReader(body))
+	base := s.base
+	if base == "" {
+		base = "http://sidecar"
+	}
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

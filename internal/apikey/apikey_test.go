@@ -25,13 +25,6 @@ func TestSecretFormat(t *testing.T) {
 			if !ok || got != m {
 				t.Fatalf("ParseSecret(%q) = %v %v", s, got, ok)
 			}
-			// The checksum is CRC-32 IEEE of the rest, base62, 6 digits, MSB first.
-			v := crc32.ChecksumIEEE([]byte(s[:40]))
-			want := make([]byte, 6)
-			putChecksum(want, v)
-			if s[40:] != string(want) {
-				t.Fatalf("checksum %q want %q", s[40:], want)
-			}
 			id := NewID(m)
 			if !ValidID(id) || len(id) != 22 || !strings.HasPrefix(id, m.Prefix()) {
 				t.Fatalf("id %q", id)
@@ -40,18 +33,47 @@ func TestSecretFormat(t *testing.T) {
 	}
 }
 
-func TestChecksumKnownValue(t *testing.T) {
+// TestChecksumKnownAnswers checks the secret format against vectors
+// computed once outside this code (Python's zlib.crc32 and a base62 written
+// for the purpose): the checksum is the CRC-32 IEEE of everything before it,
+// in base62 (0-9A-Za-z), most significant digit first, left-padded with '0'
+// to 6 digits.
+func TestChecksumKnownAnswers(t *testing.T) {
 	t.Parallel()
-	body := "sk_live_" + strings.Repeat("a", 32)
-	v := crc32.ChecksumIEEE([]byte(body))
-	// base62 by hand, MSB first, padded to 6.
-	digits := ""
-	for n := v; n > 0; n /= 62 {
-		digits = string(base62[n%62]) + digits
+	if got := crc32IEEEString("123456789"); got != 0xcbf43926 { // the CRC-32 check value
+		t.Fatalf("crc32IEEEString(123456789) = %08x", got)
 	}
-	digits = strings.Repeat("0", 6-len(digits)) + digits
-	if _, ok := ParseSecret(body + digits); !ok {
-		t.Fatalf("known checksum rejected: %s", digits)
+	for _, tc := range []struct {
+		body string
+		crc  uint32
+		sum  string
+		mode Mode
+	}{
+		{"sk_live_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 0xe263d3df, "492pXL", Live},
+		{"sk_test_00000000000000000000000000000000", 0x387a42fd, "127lYz", Test},
+		{"sk_live_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef", 0x2e066eeb, "0qFxc3", Live},
+		{"sk_test_zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", 0x6e317967, "2176iF", Test},
+		{"sk_live_00000000000000000000000000000003", 0x112907c2, "0JU0Mk", Live}, // padded
+	} {
+		t.Run(tc.body, func(t *testing.T) {
+			if got := crc32IEEEString(tc.body); got != tc.crc {
+				t.Fatalf("CRC %08x, want %08x", got, tc.crc)
+			}
+			sum := make([]byte, 6)
+			if putChecksum(sum, tc.crc); string(sum) != tc.sum {
+				t.Fatalf("putChecksum = %s, want %s", sum, tc.sum)
+			}
+			if m, ok := ParseSecret(tc.body + tc.sum); !ok || m != tc.mode {
+				t.Fatalf("ParseSecret = %v, %v; want %v", m, ok, tc.mode)
+			}
+			for i := range len(tc.sum) {
+				b := []byte(tc.body + tc.sum)
+				b[len(tc.body)+i] = base62[(strings.IndexByte(base62, tc.sum[i])+1)%62]
+				if _, ok := ParseSecret(string(b)); ok {
+					t.Fatalf("checksum digit %d changed, still accepted: %s", i, b)
+				}
+			}
+		})
 	}
 }
 

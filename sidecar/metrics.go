@@ -1,16 +1,20 @@
 package sidecar
 
 import (
-	"fmt"
-	"io"
 	"sort"
-	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate/internal/envelope"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
-// Metric names (Prometheus text format at GET /metrics):
+// Metrics are served at GET /metrics by prometheus/client_golang (text or
+// OpenMetrics as the scraper asks, gzip when it accepts it), from a
+// registry of the sidecar's own (docs/INTERNALS.md says why the library):
 //
 //	keygate_verify_total{code}               verify decisions; code "2000" = allowed
 //	keygate_management_requests_total{code}  management responses by envelope code
@@ -19,14 +23,18 @@ import (
 //	keygate_push_subscribers                 open invalidation streams (gauge)
 //	keygate_push_invalidations_total         invalidations published (key ids and "all")
 //	keygate_push_overflows_total             streams cut off for falling behind
+//	go_*, process_*                          the Go runtime and process collectors
 //
-// Counters are atomics indexed by code: recording one costs no lock and no
-// allocation. No label ever carries a key, secret or token.
+// Every series of the code-labelled counters and of the store histogram is
+// resolved when the server starts (WithLabelValues), so counting one is an
+// array index and an atomic add: no map, no lock, no allocation on the
+// verify path. Every code of the table is shown from the start, at 0. No
+// label ever carries a key, secret or token.
 type metrics struct {
-	verify [codeSlots]atomic.Uint64
-	manage [codeSlots]atomic.Uint64
-	store  map[string]*histogram
-	push   *pushHub
+	verify [codeSlots]prometheus.Counter
+	manage [codeSlots]prometheus.Counter
+	store  map[string]prometheus.Observer
+	serve  fasthttp.RequestHandler
 }
 
 var codeIndex = func() map[envelope.Code]int {
@@ -52,83 +60,58 @@ func init() {
 // Store operations that are timed.
 var storeOps = []string{"create", "get", "list", "revoke", "roll", "lookup", "record", "events", "touch"}
 
-func newMetrics() *metrics {
-	m := &metrics{store: map[string]*histogram{}}
-	for _, op := range storeOps {
-		m.store[op] = &histogram{}
+// Bucket upper bounds in seconds.
+var buckets = []float64{0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1}
+
+// newMetrics registers the sidecar's metrics, the push hub's and the Go
+// runtime and process collectors in a registry of its own.
+func newMetrics(push *pushHub) *metrics {
+	reg := prometheus.NewRegistry()
+	verify := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_verify_total", Help: "Verify decisions by outcome code (2000 = allowed).",
+	}, []string{"code"})
+	manage := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_management_requests_total", Help: "Management API responses by envelope code.",
+	}, []string{"code"})
+	store := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "keygate_store_seconds", Help: "Store operation latency.", Buckets: buckets,
+	}, []string{"op"})
+	reg.MustRegister(verify, manage, store,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &metrics{store: map[string]prometheus.Observer{}}
+	for c, i := range codeIndex {
+		m.verify[i] = verify.WithLabelValues(string(c))
+		m.manage[i] = manage.WithLabelValues(string(c))
 	}
+	for _, op := range storeOps {
+		m.store[op] = store.WithLabelValues(op)
+	}
+	if push != nil {
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "keygate_push_subscribers", Help: "Open invalidation streams.",
+			}, func() float64 { return float64(push.nsubs.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "keygate_push_invalidations_total", Help: "Invalidations published to the streams (key ids and drop-everything).",
+			}, func() float64 { return float64(push.pushed.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "keygate_push_overflows_total", Help: "Streams disconnected because their subscriber fell behind.",
+			}, func() float64 { return float64(push.overflows.Load()) }))
+	}
+	m.serve = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	return m
 }
 
 func (m *metrics) countVerify(c envelope.Code) {
 	if c == envelope.OK { // most verify answers: no map lookup
-		m.verify[okIndex].Add(1)
+		m.verify[okIndex].Inc()
 		return
 	}
-	m.verify[codeIndex[c]].Add(1)
+	m.verify[codeIndex[c]].Inc()
 }
-func (m *metrics) countManage(c envelope.Code) { m.manage[codeIndex[c]].Add(1) }
+func (m *metrics) countManage(c envelope.Code) { m.manage[codeIndex[c]].Inc() }
 
 func (m *metrics) observe(op string, start time.Time) { m.observeDuration(op, time.Since(start)) }
 
-func (m *metrics) observeDuration(op string, d time.Duration) { m.store[op].observe(d.Seconds()) }
-
-// Bucket upper bounds in seconds.
-var buckets = [...]float64{0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1}
-
-type histogram struct {
-	counts [len(buckets) + 1]atomic.Uint64
-	sumNs  atomic.Uint64
-}
-
-func (h *histogram) observe(sec float64) {
-	i := sort.SearchFloat64s(buckets[:], sec)
-	h.counts[i].Add(1)
-	h.sumNs.Add(uint64(sec * 1e9))
-}
-
-func (m *metrics) write(w io.Writer) {
-	codes := make([]envelope.Code, len(codeIndex))
-	for c, i := range codeIndex {
-		codes[i] = c
-	}
-	fmt.Fprintln(w, "# HELP keygate_verify_total Verify decisions by outcome code (2000 = allowed).")
-	fmt.Fprintln(w, "# TYPE keygate_verify_total counter")
-	for i, c := range codes {
-		if n := m.verify[i].Load(); n > 0 {
-			fmt.Fprintf(w, "keygate_verify_total{code=%q} %d\n", c, n)
-		}
-	}
-	fmt.Fprintln(w, "# HELP keygate_management_requests_total Management API responses by envelope code.")
-	fmt.Fprintln(w, "# TYPE keygate_management_requests_total counter")
-	for i, c := range codes {
-		if n := m.manage[i].Load(); n > 0 {
-			fmt.Fprintf(w, "keygate_management_requests_total{code=%q} %d\n", c, n)
-		}
-	}
-	if m.push != nil {
-		fmt.Fprintln(w, "# HELP keygate_push_subscribers Open invalidation streams.")
-		fmt.Fprintln(w, "# TYPE keygate_push_subscribers gauge")
-		fmt.Fprintf(w, "keygate_push_subscribers %d\n", m.push.nsubs.Load())
-		fmt.Fprintln(w, "# HELP keygate_push_invalidations_total Invalidations published to the streams (key ids and drop-everything).")
-		fmt.Fprintln(w, "# TYPE keygate_push_invalidations_total counter")
-		fmt.Fprintf(w, "keygate_push_invalidations_total %d\n", m.push.pushed.Load())
-		fmt.Fprintln(w, "# HELP keygate_push_overflows_total Streams disconnected because their subscriber fell behind.")
-		fmt.Fprintln(w, "# TYPE keygate_push_overflows_total counter")
-		fmt.Fprintf(w, "keygate_push_overflows_total %d\n", m.push.overflows.Load())
-	}
-	fmt.Fprintln(w, "# HELP keygate_store_seconds Store operation latency.")
-	fmt.Fprintln(w, "# TYPE keygate_store_seconds histogram")
-	for _, op := range storeOps {
-		h := m.store[op]
-		var cum uint64
-		for i, le := range buckets {
-			cum += h.counts[i].Load()
-			fmt.Fprintf(w, "keygate_store_seconds_bucket{op=%q,le=\"%g\"} %d\n", op, le, cum)
-		}
-		cum += h.counts[len(buckets)].Load()
-		fmt.Fprintf(w, "keygate_store_seconds_bucket{op=%q,le=\"+Inf\"} %d\n", op, cum)
-		fmt.Fprintf(w, "keygate_store_seconds_sum{op=%q} %g\n", op, float64(h.sumNs.Load())/1e9)
-		fmt.Fprintf(w, "keygate_store_seconds_count{op=%q} %d\n", op, cum)
-	}
-}
+func (m *metrics) observeDuration(op string, d time.Duration) { m.store[op].Observe(d.Seconds()) }

@@ -242,8 +242,8 @@ func Start(cfg Config) (*Server, error) {
 		}
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), push: newPushHub(), done: make(chan error, 1), seen: newSeenIDs(cfg.MaxAssertions)}
-	s.metrics.push = s.push
+	s := &Server{cfg: cfg, log: cfg.Logger, push: newPushHub(), done: make(chan error, 1), seen: newSeenIDs(cfg.MaxAssertions)}
+	s.metrics = newMetrics(s.push)
 	if cfg.TLSCert != "" {
 		var err error
 		if s.certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, cfg.Logger); err != nil {
@@ -630,8 +630,7 @@ func (s *Server) handleInfo(ctx *fasthttp.RequestCtx, rid, path string) {
 		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
 		ctx.SetBodyString("ready\n")
 	case "/metrics":
-		ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
-		s.metrics.write(ctx)
+		s.metrics.serve(ctx) // its Content-Type is the format the scraper asked for
 	case "/openapi.yaml":
 		ctx.Response.Header.SetContentType("application/yaml")
 		ctx.SetBody(api.Spec)

@@ -35,13 +35,26 @@ func exists(path string) bool {
 // gateway of the demo stack (kongemu with the real plugin, the sidecar, the
 // example upstream) to create, reveal once, roll and revoke keys.
 func TestConsoleInBrowser(t *testing.T) {
+	s := startStack(t, withConsoleHandover) // as the demo runs it
+	runConsoleTest(t, s)
+}
+
+// TestConsoleFragmentIgnoredByDefault: a sidecar started without
+// --console-handover (any production configuration) serves a console that
+// drops a token handed over in the URL fragment unread, so that a link
+// cannot switch an owner's session to another's token (login CSRF).
+func TestConsoleFragmentIgnoredByDefault(t *testing.T) {
+	s := startStack(t, func(*stackOpts) {}) // a local stack of the default shape
+	runConsoleTest(t, s, "CONSOLE_EXPECT_NO_HANDOVER=1")
+}
+
+// runConsoleTest runs console.test.mjs against s with extra environment.
+func runConsoleTest(t *testing.T, s *stack, extra ...string) {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	need(t, "node", "apt-get install nodejs npm", err == nil)
 	need(t, "/usr/bin/chromium", "apt-get install chromium", exists("/usr/bin/chromium"))
 	need(t, "playwright-core", "cd examples/console-test && npm ci", exists(filepath.Join(consoleTestDir, "node_modules", "playwright-core", "package.json")))
-
-	s := startStack(t)
-
 	artifacts := os.Getenv("CONSOLE_ARTIFACTS")
 	if artifacts == "" {
 		artifacts, _ = filepath.Abs(filepath.Join(consoleTestDir, "artifacts"))
@@ -60,6 +73,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		"CONSOLE_PORTAL=PARTNER",
 		"CONSOLE_ARTIFACTS="+artifacts,
 	)
+	cmd.Env = append(cmd.Env, extra...)
 	out, err := cmd.CombinedOutput()
 	t.Logf("node console.test.mjs (screenshots in %s):\n%s", artifacts, out)
 	if err != nil {

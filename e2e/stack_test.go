@@ -160,7 +160,11 @@ func startProxiedStack(t *testing.T) *stack {
 // stackOption changes how newStack starts the stack.
 type stackOption func(*stackOpts)
 
-type stackOpts struct{ tls bool }
+type stackOpts struct{ tls, handover bool }
+
+// withConsoleHandover starts the sidecar with --console-handover, as the
+// demo does: the console reads a token from its URL fragment.
+func withConsoleHandover(o *stackOpts) { o.handover = true }
 
 // withTLS runs the sidecar with --tls-cert/--tls-key (a CA of the test's
 // own): the plugin reaches it at an https sidecar_url trusting that CA
@@ -227,6 +231,9 @@ func newStack(repo string, via func(sidecarAddr string) string, options ...stack
 	s.sidecarArgs = append([]string{"--listen", sidecarAddr, "--db", filepath.Join(dir, "data", "keygate.db")}, tlsArgs...)
 	if o.tls {
 		s.env = append(s.env, "SSL_CERT_FILE="+filepath.Join(dir, "ca.pem"))
+	}
+	if o.handover {
+		s.sidecarArgs = append(s.sidecarArgs, "--console-handover")
 	}
 	if s.sidecar, err = s.start("keygate-sidecar", "sidecar", s.sidecarArgs...); err != nil {
 		return nil, err

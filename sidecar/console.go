@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"embed"
 	"strings"
 
@@ -40,8 +41,16 @@ func consoleHeaders(h *fasthttp.ResponseHeader) {
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 }
 
-// serveConsole answers /console and /console/…
-func serveConsole(ctx *fasthttp.RequestCtx, rid, path string) {
+// consoleIndexHandover is index.html as served with Config.ConsoleHandover:
+// the page then reads a token handed over in the URL fragment.
+var consoleIndexHandover = func() []byte {
+	b, _ := consoleFiles.ReadFile("console/index.html")
+	return bytes.Replace(b, []byte(`data-handover="off"`), []byte(`data-handover="on"`), 1)
+}()
+
+// serveConsole answers /console and /console/…; handover serves the page
+// that accepts a token in the URL fragment (Config.ConsoleHandover).
+func serveConsole(ctx *fasthttp.RequestCtx, rid, path string, handover bool) {
 	consoleHeaders(&ctx.Response.Header)
 	if !ctx.IsGet() && !ctx.IsHead() {
 		methodNotAllowed(ctx, rid, "GET, HEAD")
@@ -59,6 +68,9 @@ func serveConsole(ctx *fasthttp.RequestCtx, rid, path string) {
 		return
 	}
 	body, _ := consoleFiles.ReadFile(a.file)
+	if handover && a.file == "console/index.html" {
+		body = consoleIndexHandover
+	}
 	ctx.Response.Header.Set("X-Request-Id", rid)
 	ctx.Response.Header.SetContentType(a.contentType)
 	ctx.SetBody(body)

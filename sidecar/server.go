@@ -65,6 +65,11 @@ type Config struct {
 	// Reload, when set, makes Run load the TLS files again on every value
 	// received (the sidecar command delivers SIGHUP there).
 	Reload <-chan os.Signal
+	// ConsoleHandover makes the owner console read a token, workspace and
+	// portal code handed over in its URL fragment (the demo's ready-made
+	// link). Off by default and in production: a link could otherwise
+	// switch an owner's console to another's token (login CSRF).
+	ConsoleHandover bool
 	// MetricsListen, when set (host:port or unix:/path.sock), serves
 	// GET /metrics there and nowhere else: the API port answers it 404.
 	// Empty: /metrics is on the API port.
@@ -587,7 +592,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if path == "/console" || strings.HasPrefix(path, "/console/") {
-		serveConsole(ctx, rid, path) // the owner console, sidecar/console.go
+		serveConsole(ctx, rid, path, s.cfg.ConsoleHandover) // the owner console, sidecar/console.go
 		return
 	}
 	if rest, ok := strings.CutPrefix(path, "/web/v1/workspaces/"); ok {

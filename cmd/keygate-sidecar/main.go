@@ -42,6 +42,7 @@ func run() error {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on: host:port or unix:/path.sock")
 	tlsCert := flag.String("tls-cert", "", "PEM certificate (chain) to serve TLS on --listen; reloaded on SIGHUP or when the file changes")
 	tlsKey := flag.String("tls-key", "", "PEM private key of --tls-cert; reloaded with it")
+	handover := flag.Bool("console-handover", false, "let the owner console take a token from its URL fragment (the demo's link; never in production: a link could switch an owner's session)")
 	metricsListen := flag.String("metrics-listen", "", "serve GET /metrics on this address (host:port or unix:/path.sock) only, not on --listen")
 	db := flag.String("db", "./data/keygate.db", "bbolt database file (its directory is created)")
 	storeURL := flag.String("store", "", "PostgreSQL URL (postgres://user@host:5432/db) shared by several sidecars, instead of --db")
@@ -81,7 +82,7 @@ func run() error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	cfg := sidecar.Config{Listen: *listen, MetricsListen: *metricsListen, TLSCert: *tlsCert, TLSKey: *tlsKey, Reload: hup,
+	cfg := sidecar.Config{Listen: *listen, MetricsListen: *metricsListen, ConsoleHandover: *handover, TLSCert: *tlsCert, TLSKey: *tlsKey, Reload: hup,
 		GatewaySecret: gw, AdminToken: admin, Logger: log,
 		UsageFlushInterval: *usageFlush, Cache: sidecar.CacheOptions{MaxCost: int64(*cacheMB) << 20}}
 	if *scopesFile != "" {

@@ -11,6 +11,8 @@
 //   CONSOLE_PORTAL       portal name hint, default PARTNER
 //   CONSOLE_ARTIFACTS    screenshot directory, default ./artifacts/ beside this file
 //   CHROMIUM             browser binary, default /usr/bin/chromium
+//   CONSOLE_EXPECT_NO_HANDOVER  when set: only check that a console served
+//                        without --console-handover ignores the fragment
 //
 // It never downloads a browser. Exit status 0 means every step passed.
 import assert from 'node:assert/strict';
@@ -127,6 +129,25 @@ async function main() {
         problems.push(`console error: ${m.text()}`);
       }
     });
+
+    if (process.env.CONSOLE_EXPECT_NO_HANDOVER) {
+      // A sidecar without --console-handover (production): the fragment is
+      // dropped from the URL unread; nothing is connected or stored.
+      const url = `${gateway}/console/#` + new URLSearchParams({ token, workspace, portalCode, portal }).toString();
+      const res = await page.goto(url);
+      assert.equal(res.status(), 200);
+      await page.locator('#connect-form').waitFor();
+      await page.waitForFunction(() => location.hash === '');
+      assert.equal(await page.evaluate(() => location.href), `${gateway}/console/`, 'the fragment was not removed');
+      assert.equal(await page.locator('#token').inputValue(), '', 'the fragment token was taken');
+      assert.equal(await page.locator('#workspace').inputValue(), '', 'the fragment workspace was taken');
+      assert.ok(await page.locator('#workspace-ui').isHidden(), 'the console connected from a fragment');
+      const stored = await page.evaluate(() => sessionStorage.getItem('keygate.console') || '');
+      assert.ok(!stored.includes(token), 'the fragment token was stored');
+      assert.deepEqual(problems, []);
+      log('fragment ignored without --console-handover');
+      return;
+    }
 
     // 1. Open the console with the demo's fragment; it leaves the URL at once.
     const fragment = new URLSearchParams({ token, workspace, portalCode, portal }).toString();

@@ -176,7 +176,9 @@ func newStack(repo string) (s *stack, err error) {
 	}
 	s.adminToken = randomSecret()
 	s.env = []string{"KEYGATE_GATEWAY_SECRET=" + randomSecret(), "KEYGATE_ADMIN_TOKEN=" + s.adminToken}
-	s.sidecarArgs = []string{"--listen", sidecarAddr, "--db", filepath.Join(dir, "data", "keygate.db")}
+	// --console-handover: the console URL printed by -keep hands a token
+	// over in its fragment; never set it in production.
+	s.sidecarArgs = []string{"--listen", sidecarAddr, "--db", filepath.Join(dir, "data", "keygate.db"), "--console-handover"}
 	if s.sidecar, err = s.start("keygate-sidecar", "sidecar", s.sidecarArgs...); err != nil {
 		return nil, err
 	}

@@ -6,7 +6,8 @@
 // text node of the secret dialog, which is emptied when the dialog closes.
 // It is never written to storage, the URL or any other element. The owner's
 // token lives in memory and in sessionStorage (this tab only); a token handed
-// over in the URL fragment is removed from the URL at once.
+// over in the URL fragment (read only where the sidecar enables it, as the
+// demo does) is removed from the URL at once.
 'use strict';
 
 (function () {
@@ -37,11 +38,16 @@
   }
 
   // The demo hands over #token=…&workspace=…&portalCode=…&portal=PARTNER.
-  // Read it once, then drop it from the URL and the history entry.
+  // Read it once, then drop it from the URL and the history entry. Only a
+  // sidecar started with --console-handover (the demo) serves the page with
+  // data-handover="on": elsewhere a fragment is dropped unread, so that a
+  // link cannot switch an owner's session to someone else's token
+  // (login CSRF; docs/SECURITY.md).
   function readFragment() {
     if (location.hash.length < 2) return;
     const p = new URLSearchParams(location.hash.slice(1));
     history.replaceState(null, '', location.pathname + location.search);
+    if (document.documentElement.dataset.handover !== 'on') return;
     if (p.has('token')) state.token = p.get('token').trim();
     if (p.has('workspace')) state.workspace = p.get('workspace').trim();
     if (p.has('portalCode')) state.portalCode = p.get('portalCode').trim();

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -118,12 +119,29 @@ func TestCommandLineExplainsItself(t *testing.T) {
 			t.Errorf("--help lacks %q:\n%s", want, out)
 		}
 	}
+	// The registration both print is kong/kong.conf's, line for line.
+	conf, err := os.ReadFile("../../kong/kong.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	confLines := map[string]bool{}
+	for _, l := range strings.Split(string(conf), "\n") {
+		confLines[strings.TrimSpace(l)] = true
+	}
+	for _, l := range strings.Split(strings.TrimSpace(registration), "\n") {
+		if !confLines[strings.TrimSpace(l)] {
+			t.Errorf("registration line %q is not in kong/kong.conf", strings.TrimSpace(l))
+		}
+		if !strings.Contains(string(out), strings.TrimSpace(l)) {
+			t.Errorf("--help lacks the registration line %q", strings.TrimSpace(l))
+		}
+	}
 	prefix := filepath.Join(t.TempDir(), "no-such-prefix")
 	out, err = exec.Command(bin, "-kong-prefix", prefix).CombinedOutput()
 	if err == nil {
 		t.Fatalf("keygate listened in a directory that does not exist:\n%s", out)
 	}
-	for _, want := range []string{filepath.Join(prefix, "keygate.socket"), "Kong starts it itself", "keygate -kong-prefix DIR"} {
+	for _, want := range []string{filepath.Join(prefix, "keygate.socket"), "Kong starts it itself", "keygate -kong-prefix DIR", "pluginserver_keygate_socket = /usr/local/kong/keygate.socket"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("run by hand, the output lacks %q:\n%s", want, out)
 		}

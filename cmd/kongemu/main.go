@@ -26,12 +26,17 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/keygate/keygate/internal/buildinfo"
 	"github.com/keygate/keygate/kongemu"
 )
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Println("kongemu", buildinfo.Version())
 		os.Exit(0)
 	}
 	if err != nil {
@@ -61,6 +66,9 @@ func main() {
 	}
 }
 
+// errVersion: --version was asked for.
+var errVersion = errors.New("version")
+
 // parseFlags turns the command line into a kongemu.Config.
 func parseFlags(args []string, out io.Writer) (cfg kongemu.Config, err error) {
 	fs := flag.NewFlagSet("kongemu", flag.ContinueOnError)
@@ -76,6 +84,8 @@ Usage:
   kongemu --config kong/kong.yml --conf kong.conf [--listen 127.0.0.1:8000] [flags]
   kongemu --config kong/kong.yml --plugin PATH/keygate [--listen 127.0.0.1:8000] [flags]
 
+  kongemu --version
+
 SIGHUP reloads kong.yml as kong reload does; SIGINT and SIGTERM stop it.
 
 Flags:
@@ -83,7 +93,8 @@ Flags:
 		fs.PrintDefaults()
 	}
 	var conf, trusted, header, version string
-	var recursive bool
+	var recursive, showVersion bool
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&cfg.ConfigPath, "config", "kong/kong.yml", "declarative config (_format_version 3.0)")
 	fs.StringVar(&conf, "conf", "", "kong.conf to read Kong's settings from (default: Kong's defaults)")
 	fs.StringVar(&version, "kong-version", "3.9", "Kong version whose rules to play: 3.8 or 3.9")
@@ -97,6 +108,9 @@ Flags:
 	fs.DurationVar(&cfg.EventTimeout, "event-timeout", 0, "bound on one plugin event (default 30s)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
+	}
+	if showVersion {
+		return cfg, errVersion
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())

@@ -95,3 +95,12 @@ func TestHelpSaysWhatItIs(t *testing.T) {
 		}
 	}
 }
+
+// --version is answered before anything else is checked (no --plugin or
+// --conf needed), as it is for keygate and keygate-sidecar.
+func TestVersionFlag(t *testing.T) {
+	t.Parallel()
+	if _, err := parseFlags([]string{"--version"}, io.Discard); !errors.Is(err, errVersion) {
+		t.Fatalf("--version: %v", err)
+	}
+}

@@ -4,7 +4,7 @@ BIN     ?= bin
 FUZZTIME ?= 10s
 PKGS    := ./...
 
-.PHONY: all build test race vet fmt lint fuzz fuzz-short fuzz-long bench run demo clean
+.PHONY: all build test race vet fmt lint fuzz fuzz-short fuzz-long bench run demo soak clean
 
 all: build
 
@@ -15,7 +15,7 @@ build:
 	$(GO) build -ldflags "-X github.com/keygate/keygate/internal/buildinfo.version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 # The one command that runs every test (CI runs exactly this): vet, gofmt,
-# every test under the race detector, then every fuzz target for 10 s.
+# staticcheck, every test under the race detector, then every fuzz target for 10 s.
 test: lint
 	$(GO) test -race -count=1 $(PKGS)
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s

@@ -322,6 +322,7 @@ func run(repo string, keep bool) error {
 		if err := s.restartSidecar(); err != nil {
 			return err
 		}
+		step("The sidecar is started again for the session below")
 		fmt.Printf("\nThe stack is running (gateway %s, logs in %s). Ctrl-C stops it.\n", s.gateway, s.dir)
 		printSession(os.Stdout, s.gateway, mintJWT("alice", workspace, "OWNER"))
 		fmt.Printf("\nOwner console, as Alice from the PARTNER portal (token valid 1 h; the part after # never leaves the browser,\nand the page removes it from the address bar at once):\n   %s\n", consoleURL(s.gateway, mintJWT("alice", workspace, "OWNER")))

@@ -2,7 +2,7 @@
 //
 //	mintjwt -secret DEV_SECRET -sub alice -workspace ws_demo -role OWNER [-ttl 1h]
 //
-// It signs HS256 with the secret of kong/kong.yml's manage route. For
+// It signs HS256 with the secret given (your manage route's jwt_secret). For
 // development only: production JWTs come from your identity provider.
 package main
 
@@ -26,7 +26,8 @@ func main() {
 	ttl := flag.Duration("ttl", time.Hour, "lifetime")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), `mintjwt mints a development owner JWT (HS256) for keygate's management
-routes, signed with the jwt_secret of kong/kong.yml's manage route. For
+routes, signed with the HS256 secret you pass (your manage route's
+jwt_secret). For
 development only: production tokens come from your identity provider.
 
 Usage: go run ./examples/mintjwt -secret SECRET [-sub alice] [-workspace ws_demo] [-role OWNER]

@@ -8,6 +8,9 @@
 //
 // Invariants: a Code maps to exactly one HTTP status; data appears only on
 // success; messages of 5xx codes never carry details (those go to the log).
+// Each access decision of apikey.Decide has exactly one code, in DenyCode:
+// the sidecar's verify answer, its metrics and the plugin's rejection all
+// take it from there (envelope imports apikey; apikey knows no codes).
 package envelope
 
 import (

@@ -122,9 +122,11 @@ type Config struct {
 	// Ed25519. A token is tried against every key of its algorithm's family.
 	JWTPublicKeys []string `json:"jwt_public_keys" role:"manage" default:"[]" doc:"PEM public keys (PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE): RSA ≥ 2048 bits, EC P-256/384/521, Ed25519"`
 	// JWKSURL is a JWKS endpoint (https; plain http only to a loopback
-	// address); keys are cached by kid,
-	// refreshed on an unknown kid at most once per 10 s.
-	JWKSURL string `json:"jwks_url" role:"manage" doc:"JWKS endpoint (https; http only to loopback), keys cached by kid, refreshed at most once per 10 s"`
+	// address; a redirect is followed only to https); keys are cached by
+	// kid, fetched again every JWKSMaxAge (60 s: a key removed from the
+	// JWKS stops verifying within it), and on an unknown kid at most once
+	// per 10 s. The fetching is keygate's own: docs/SECURITY.md says why.
+	JWKSURL string `json:"jwks_url" role:"manage" doc:"JWKS endpoint (https, redirects to https only; http only to loopback), keys cached by kid, fetched again every 60 s (a removed key stops verifying within that) and on an unknown kid at most once per 10 s"`
 	// JWTIssuer is checked against "iss" when set.
 	JWTIssuer string `json:"jwt_issuer" role:"manage" doc:"iss must equal it when set"`
 	// JWTAudience must be one of "aud" when set.

@@ -182,7 +182,7 @@
 //	jwt_algorithms            manage   array of string          —                              required for manage: the accepted algorithms, a subset of HS256/384/512 RS256/384/512 PS256/384/512 ES256/384/512 EdDSA
 //	jwt_secret                manage   string                   —                              HMAC secret, at least 32 bytes; required with an HS* algorithm
 //	jwt_public_keys           manage   array of string          []                             PEM public keys (PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE): RSA ≥ 2048 bits, EC P-256/384/521, Ed25519
-//	jwks_url                  manage   string                   —                              JWKS endpoint (https; http only to loopback), keys cached by kid, refreshed at most once per 10 s
+//	jwks_url                  manage   string                   —                              JWKS endpoint (https, redirects to https only; http only to loopback), keys cached by kid, fetched again every 60 s (a removed key stops verifying within that) and on an unknown kid at most once per 10 s
 //	jwt_issuer                manage   string                   —                              iss must equal it when set
 //	jwt_audience              manage   string                   —                              aud must contain it when set
 //	jwt_leeway_seconds        manage   integer                  30                             clock skew allowed on exp/nbf/iat, 0..600

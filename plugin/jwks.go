@@ -25,9 +25,12 @@ const (
 	// JWKSMinRefresh: at most one fetch of a JWKS URL per this interval,
 	// whatever the number of unknown kids presented.
 	JWKSMinRefresh = 10 * time.Second
-	// JWKSMaxAge: keys older than this are refreshed in the background
-	// (so a key removed from the JWKS stops verifying within about this).
-	JWKSMaxAge = 5 * time.Minute
+	// JWKSMaxAge is the refresh interval: keys fetched longer ago than
+	// this are fetched again before they are used (a request waits at most
+	// JWKSFetchTimeout), so a key removed from the JWKS stops verifying
+	// within JWKSMaxAge of its removal. While the JWKS cannot be fetched,
+	// the last keys fetched stay in use (logged at every attempt).
+	JWKSMaxAge = 60 * time.Second
 	// JWKSFetchTimeout bounds one fetch, and so how long a request with an
 	// unknown kid may wait for it.
 	JWKSFetchTimeout = 3 * time.Second
@@ -86,9 +89,15 @@ func newJWKSSet(url string) *jwksSet {
 		url: url,
 		client: &http.Client{
 			Timeout: JWKSFetchTimeout,
+			// A redirect is followed only to https: whoever could answer a
+			// plain-http fetch could hand the gateway signing keys of
+			// their own (the first URL is https, or http to loopback only).
 			CheckRedirect: func(req *http.Request, via []*http.Request) error {
 				if len(via) >= 3 {
 					return errors.New("too many redirects")
+				}
+				if req.URL.Scheme != "https" {
+					return fmt.Errorf("JWKS redirect to %s refused: https only", req.URL.Scheme)
 				}
 				return nil
 			},
@@ -106,7 +115,10 @@ func (s *jwksSet) keysFor(alg, kid string) []jwt.VerificationKey {
 	if snap == nil {
 		snap = s.refresh(true)
 	} else if time.Since(snap.fetchedAt) > s.maxAge {
-		s.refresh(false) // keep serving the current keys meanwhile
+		// Past the refresh interval: fetch before using them, so that a key
+		// removed from the JWKS stops verifying within maxAge. A failed
+		// fetch keeps the previous keys (the IdP's removal is unknown).
+		snap = s.refresh(true)
 	}
 	if snap != nil && kid != "" && len(snap.byKid[kid]) == 0 {
 		snap = s.refresh(true)

@@ -185,3 +185,86 @@ func TestParseJWKS(t *testing.T) {
 		t.Error("non-JSON accepted")
 	}
 }
+
+// newJWKSTLSServer is newJWKSServer over https (a real TLS server on
+// loopback); the key set of its URL trusts the server's certificate.
+func newJWKSTLSServer(t *testing.T, keys ...map[string]any) *jwksServer {
+	s := &jwksServer{}
+	s.set(keys...)
+	s.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(*s.doc.Load())
+	}))
+	t.Cleanup(s.Close)
+	jwksFor(s.URL).client.Transport = s.Client().Transport
+	return s
+}
+
+// TestJWKSRemovedKeyStopsWithinInterval: a key removed from the JWKS (an
+// https server) stops verifying within the refresh interval, while a key
+// still published keeps working.
+func TestJWKSRemovedKeyStopsWithinInterval(t *testing.T) {
+	t.Parallel()
+	k := keys()
+	srv := newJWKSTLSServer(t, rsaJWK("k1", &k.rsa.PublicKey), rsaJWK("k2", &k.rsa2.PublicKey))
+	set := jwksFor(srv.URL)
+	set.maxAge, set.minRefresh = 1500*time.Millisecond, 100*time.Millisecond
+	cfg := jwksConfig(srv.URL)
+	try := func(key any, kid string) *kongEnv {
+		return serve(t, cfg, manageRequest("Bearer "+sign(t, jwt.SigningMethodRS256, key, claims(), kid), "/web/v1/workspaces/ws1/api-keys", "code-partner", nil), "")
+	}
+	if e := try(k.rsa, "k1"); e.exited() {
+		t.Fatalf("k1 rejected: %s", e.ClientRes.Body)
+	}
+	srv.set(rsaJWK("k2", &k.rsa2.PublicKey)) // the IdP removes k1
+	removed := time.Now()
+	for {
+		e := try(k.rsa, "k1")
+		if e.exited() {
+			wantReject(t, e, envelope.Unauthorized)
+			break
+		}
+		if time.Since(removed) > set.maxAge+JWKSFetchTimeout {
+			t.Fatalf("removed key k1 still verifies %s after its removal (interval %s)", time.Since(removed), set.maxAge)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d := time.Since(removed); d > set.maxAge+500*time.Millisecond {
+		t.Fatalf("k1 stopped after %s, interval %s", d, set.maxAge)
+	}
+	if e := try(k.rsa2, "k2"); e.exited() {
+		t.Fatalf("k2, still published, rejected: %s", e.ClientRes.Body)
+	}
+}
+
+// TestJWKSRedirectStaysHTTPS: a JWKS URL that redirects to plain http is
+// not followed (no key, the token is refused); a redirect to https is.
+func TestJWKSRedirectStaysHTTPS(t *testing.T) {
+	t.Parallel()
+	k := keys()
+	plain := newJWKSServer(t, rsaJWK("k1", &k.rsa.PublicKey))
+	target := newJWKSTLSServer(t, rsaJWK("k1", &k.rsa.PublicKey))
+	for _, tc := range []struct {
+		name, to string
+		ok       bool
+	}{{"to http", plain.URL, false}, {"to https", target.URL, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			redir := httptest.NewTLSServer(http.RedirectHandler(tc.to+"/jwks.json", http.StatusFound))
+			defer redir.Close()
+			jwksFor(redir.URL).client.Transport = target.Client().Transport // trusts every httptest certificate
+			before := plain.hits.Load()
+			e := serve(t, jwksConfig(redir.URL), manageRequest("Bearer "+sign(t, jwt.SigningMethodRS256, k.rsa, claims(), "k1"),
+				"/web/v1/workspaces/ws1/api-keys", "code-partner", nil), "")
+			if tc.ok && e.exited() {
+				t.Fatalf("redirect to https not followed: %s", e.ClientRes.Body)
+			}
+			if !tc.ok {
+				wantReject(t, e, envelope.Unauthorized)
+				if plain.hits.Load() != before {
+					t.Fatal("the plain-http JWKS was fetched")
+				}
+			}
+		})
+	}
+}

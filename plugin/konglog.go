@@ -21,8 +21,9 @@ import (
 // failure paths only: an allowed request never logs.
 //
 // A failing sidecar would otherwise log once per request. Lines are
-// rate-limited per subject (the kind of failure and the route instance or
-// sidecar it concerns): at most one per kongLogEvery; the next one says how
+// rate-limited per subject (the kind of failure and the sidecar it
+// concerns; for a refused configuration, the line itself — never a memory
+// address, which a later instance can reuse and so lose its first line): at most one per kongLogEvery; the next one says how
 // many were left out in between. The JSON lines on stderr are not limited.
 
 // kongLevel is the kong.log function a line goes to.

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"crypto/subtle"
-	"fmt"
 	"log/slog"
 	"strings"
 
@@ -58,7 +57,8 @@ func (r *call) manage(h map[string][]string) {
 	portal, ok := in.portal(h["x-portal-access-code"])
 	if !ok {
 		if len(in.portals) == 0 {
-			r.kongLog(kongWarn, fmt.Sprintf("noportals|%p", in), "keygate: portal_codes is empty on this manage route: every management request answers "+outcome(envelope.UnknownPortal))
+			msg := "keygate: portal_codes is empty on this manage route: every management request answers " + outcome(envelope.UnknownPortal)
+			r.kongLog(kongWarn, msg, msg)
 		}
 		r.refuse(slog.LevelInfo, "keygate: management request rejected", envelope.UnknownPortal, "sub", sub, "workspace_id", ws)
 		return

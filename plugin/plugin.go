@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -120,7 +119,8 @@ func (c *Config) access(k kongAPI) {
 	r.reqID, r.genID = requestID(h)
 	in, err := c.instance()
 	if err != nil {
-		r.kongLog(kongErr, "config|"+fmt.Sprintf("%p", c), "keygate: invalid plugin configuration (route_role "+strconv.Quote(c.RouteRole)+"); every request of this route answers "+outcome(envelope.Internal)+": "+problemList(err))
+		msg := "keygate: invalid plugin configuration (route_role " + strconv.Quote(c.RouteRole) + "); every request of this route answers " + outcome(envelope.Internal) + ": " + problemList(err)
+		r.kongLog(kongErr, msg, msg)
 		r.reject(envelope.Internal)
 		return
 	}

@@ -112,11 +112,16 @@
 //     failure_burst times — enforce: 4012 for a key the key service does
 //     not accept (unknown, revoked, expired); manage: 4010 — is answered
 //     429/4290 with Retry-After (whole seconds) until its bucket refills one
-//     token (60/failure_limit_per_minute s), before the key service is
-//     asked or a JWT verified. A cached valid key is decided as usual (no
+//     token (60/failure_limit_per_minute s); on manage before a JWT is
+//     verified. On enforce, a cached valid key is decided as usual (no
 //     store lookup is involved), and so is a key that was valid when last
-//     asked (its cache entry expired but is remembered): honest clients
-//     behind an address an attacker shares keep working. A 4034 (client
+//     asked (its cache entry expired but is remembered); any other
+//     well-formed key from a blocked address is still verified with the
+//     key service within a process-wide budget of BlockedVerifyPerSecond
+//     (a valid one is allowed, an invalid one answered 429 and counted),
+//     and answered 429 without a lookup once the budget is spent: honest
+//     clients behind an address an attacker shares keep working, with a
+//     key created or rolled a moment ago too (docs/SECURITY.md). A 4034 (client
 //     outside the key's whitelist) counts against the client address too,
 //     never against the key, so a leaked key tried from elsewhere cannot
 //     lock its owner out. Denials that do not depend on the client

@@ -84,12 +84,14 @@ func (r *call) enforce(h map[string][]string) {
 	ck, facts, cached, known := in.cached(key)
 	if !cached {
 		// The key service is about to be asked. While some client is
-		// blocked, ask Kong who this one is first: a blocked client gets
-		// 429 without a store lookup — unless this key was valid when last
-		// asked, so that legitimate clients behind the same address (a NAT,
-		// a load balancer) keep working while an attacker there is blocked.
-		// Otherwise this costs nothing.
-		if !known && in.ipFail != nil && in.ipFail.AnyBlocked(in.now()) && r.ipBlocked(in.ipFail) {
+		// blocked, ask Kong who this one is first. A key that was valid
+		// when last asked goes through; any other well-formed key from a
+		// blocked address is verified within a process-wide budget
+		// (BlockedVerifyPerSecond), so that a legitimate client behind the
+		// same address (a NAT) can use a key created or rolled a moment
+		// ago, while guesses stay answered 429 (invalid() below) and cost
+		// the key service at most the budget. Otherwise this costs nothing.
+		if !known && in.ipFail != nil && in.ipFail.AnyBlocked(in.now()) && r.blockedNoBudget(in.ipFail, in.blockedVerify) {
 			return
 		}
 		var err error

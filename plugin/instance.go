@@ -3,6 +3,7 @@ package plugin
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"golang.org/x/time/rate"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ type instance struct {
 	ipFail   *limiter.Limiter
 	keyFail  *limiter.Limiter
 	policyID string // enforce: identifies required scopes + modes
+	// blockedVerify is the budget of verifications for keys presented from
+	// blocked addresses (enforce; nil when the limiter is off).
+	blockedVerify *rate.Limiter
 
 	// manage
 	parser      *jwt.Parser
@@ -87,6 +91,7 @@ func compile(s settings) (*instance, error) {
 	case RoleEnforce:
 		in.ipFail = failureLimiter(limEnforceIP, &s)
 		in.keyFail = failureLimiter(limEnforceKey, &s)
+		in.blockedVerify = blockedVerifyBudget(&s)
 		sum := sha256.Sum256(in.verifyTail)
 		in.policyID = hex.EncodeToString(sum[:8]) + "|"
 	}

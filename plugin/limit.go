@@ -2,6 +2,8 @@ package plugin
 
 import (
 	"fmt"
+
+	"golang.org/x/time/rate"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -43,6 +45,53 @@ func failureLimiter(kind string, s *settings) *limiter.Limiter {
 	}
 	l, _ := limiterRegistry.LoadOrStore(k, limiter.New(s.failurePerMin, s.failureBurst, MaxFailureKeys))
 	return l.(*limiter.Limiter)
+}
+
+// BlockedVerifyPerSecond is the budget of key verifications the plugin
+// process still makes for clients whose address the failed-verification
+// limiter blocks (a burst of as many): a well-formed key from a blocked
+// address is verified within this budget, so that a legitimate client
+// behind the same address (a NAT) can use a key created or rolled a moment
+// ago; past it, such requests answer 429 without a lookup. It bounds what
+// attackers at blocked addresses cost the key service, all of them
+// together (docs/SECURITY.md).
+const BlockedVerifyPerSecond = 20
+
+var blockedRegistry sync.Map // limiter settings → *rate.Limiter
+
+// blockedVerifyBudget returns the process's budget for s's limiter
+// settings; nil when the limiter is off.
+func blockedVerifyBudget(s *settings) *rate.Limiter {
+	if s.failurePerMin == 0 {
+		return nil
+	}
+	k := fmt.Sprintf("%d|%d|%s", s.failurePerMin, s.failureBurst, s.limiterNS)
+	if l, ok := blockedRegistry.Load(k); ok {
+		return l.(*rate.Limiter)
+	}
+	l, _ := blockedRegistry.LoadOrStore(k, rate.NewLimiter(BlockedVerifyPerSecond, BlockedVerifyPerSecond))
+	return l.(*rate.Limiter)
+}
+
+// blockedNoBudget answers 429/4290 and reports true when the client's
+// address is blocked and the budget of verifications for blocked
+// addresses is spent; a blocked client within the budget goes on to the
+// key service (its invalid keys are still answered 429 and counted).
+func (r *call) blockedNoBudget(lim *limiter.Limiter, budget *rate.Limiter) bool {
+	ip, ok := r.clientIP()
+	if !ok {
+		return false
+	}
+	key := ipLimitKey(ip)
+	now := r.in.now()
+	ra, blocked := lim.Blocked(key, now)
+	if !blocked || budget.AllowN(now, 1) {
+		return false
+	}
+	logger().Debug("keygate: request rejected", "code", "4290", "reason", "client blocked and the budget for blocked clients spent",
+		"client", key, "request_id", r.reqID)
+	r.tooMany(ra)
+	return true
 }
 
 // clientIP asks Kong for the client IP (kong.client.get_forwarded_ip) at

@@ -58,8 +58,33 @@ func limitedEnforce(t *testing.T, ns string, clock *testClock, perMin, burst int
 
 func xKey(k string) http.Header { return http.Header{"X-Api-Key": {k}} }
 
+// TestLimiterBlockedAddressNewValidKey: a legitimate client behind a
+// blocked address (a NAT shared with a guesser) can use a key the plugin
+// has never seen — created or rolled a moment ago; the guesses from the
+// same address stay 429.
+func TestLimiterBlockedAddressNewValidKey(t *testing.T) {
+	t.Parallel()
+	clock := newTestClock()
+	cfg, svc, valid := limitedEnforce(t, newLimiterNS(), clock, 60, 3)
+	const nat = "198.51.100.8"
+	for range 3 {
+		wantReject(t, serve(t, cfg, keyRequest(xKey(apikey.NewSecret(apikey.Live).Reveal())), nat), envelope.InvalidKey)
+	}
+	wantReject(t, serve(t, cfg, keyRequest(xKey(apikey.NewSecret(apikey.Live).Reveal())), nat), envelope.TooManyRequests)
+	e := serve(t, cfg, keyRequest(xKey(valid)), nat)
+	if e.exited() {
+		t.Fatalf("a valid key from a blocked address rejected: %d %s", e.ClientRes.Status, e.ClientRes.Body)
+	}
+	if n := svc.asked.Load(); n != 5 {
+		t.Fatalf("key service asked %d times, want 5", n)
+	}
+	wantReject(t, serve(t, cfg, keyRequest(xKey(apikey.NewSecret(apikey.Live).Reveal())), nat), envelope.TooManyRequests)
+}
+
 // TestLimiterEnforceIP: repeated invalid keys from one client IP are
-// answered 429/4290 with Retry-After before the key service is asked;
+// answered 429/4290 with Retry-After; a well-formed key from the blocked
+// address is still verified within the budget for blocked clients (a valid
+// one is allowed), and without the service once the budget is spent;
 // another client's valid key is unaffected; the client recovers after
 // Retry-After.
 func TestLimiterEnforceIP(t *testing.T) {
@@ -76,21 +101,29 @@ func TestLimiterEnforceIP(t *testing.T) {
 			t.Fatalf("key service asked %d times after %d unknown keys", n, i+1)
 		}
 	}
-	// Blocked: a new unknown key, and a valid one that needs the service.
-	for _, k := range []string{apikey.NewSecret(apikey.Live).Reveal(), valid} {
-		e := serve(t, cfg, keyRequest(xKey(k)), attacker)
-		wantReject(t, e, envelope.TooManyRequests)
-		wantCalls(t, e, pdkGetHeaders, pdkFwdIP, pdkExit)
-		if ra := e.ClientRes.Headers.Get("Retry-After"); ra != "1" {
-			t.Errorf("Retry-After = %q, want 1", ra)
-		}
+	// Blocked: a new unknown key is still verified (within the budget for
+	// blocked clients) but answered 429, and counted.
+	e := serve(t, cfg, keyRequest(xKey(apikey.NewSecret(apikey.Live).Reveal())), attacker)
+	wantReject(t, e, envelope.TooManyRequests)
+	wantCalls(t, e, pdkGetHeaders, pdkFwdIP, pdkExit)
+	if ra := e.ClientRes.Headers.Get("Retry-After"); ra != "1" {
+		t.Errorf("Retry-After = %q, want 1", ra)
 	}
-	if n := svc.asked.Load(); n != 3 {
-		t.Fatalf("key service asked %d times; a blocked client must not reach it", n)
+	if n := svc.asked.Load(); n != 4 {
+		t.Fatalf("key service asked %d times, want 4", n)
+	}
+	// The budget for blocked clients (BlockedVerifyPerSecond at once, the
+	// clock stands still) runs out: then 429 without asking.
+	before := svc.asked.Load()
+	for range 2 * BlockedVerifyPerSecond {
+		wantReject(t, serve(t, cfg, keyRequest(xKey(apikey.NewSecret(apikey.Live).Reveal())), attacker), envelope.TooManyRequests)
+	}
+	if n := svc.asked.Load() - before; n > BlockedVerifyPerSecond || n < BlockedVerifyPerSecond-2 {
+		t.Fatalf("key service asked %d times for %d keys from a blocked address; budget %d", n, 2*BlockedVerifyPerSecond, BlockedVerifyPerSecond)
 	}
 	// Another client is unaffected. While someone is blocked, a request that needs the key service asks
 	// for the IP first (5 calls); a cached key costs the usual 4.
-	e := serve(t, cfg, keyRequest(xKey(valid)), other)
+	e = serve(t, cfg, keyRequest(xKey(valid)), other)
 	if e.exited() {
 		t.Fatalf("other client rejected: %d %s", e.ClientRes.Status, e.ClientRes.Body)
 	}

@@ -129,6 +129,12 @@ func TestHostileInputs(t *testing.T) {
 			if len(ids) != 1 || ids[0] != id || up["X-Api-Key"] != nil || up["Authorization"] != nil {
 				t.Fatalf("upstream saw %v", up)
 			}
+			// hide_credentials: no copy of the key under another spelling.
+			for name, v := range up {
+				if folded := strings.ReplaceAll(strings.ToLower(name), "_", "-"); folded == "x-api-key" || folded == "authorization" {
+					t.Fatalf("the key reached the upstream as %s: %v", name, v)
+				}
+			}
 			for _, h := range []string{"X-Workspace-Id", "X-Api-Key-Mode"} {
 				if v, _ := up[h].([]any); len(v) != 1 {
 					t.Fatalf("upstream %s = %v", h, up[h])
@@ -169,6 +175,8 @@ func TestHostileInputs(t *testing.T) {
 		{name: "two different keys in two headers", header: key("Authorization", "Bearer "+live, "X-API-Key", live2), status: 401, code: "4012"},
 		{name: "two different X-API-Key lines", header: key("X-API-Key", live, "X-API-Key", live2), status: 401, code: "4012"},
 		{name: "one key in two headers", header: key("Authorization", "Bearer "+live, "X-API-Key", live), status: 200, check: upstreamSaw(liveID)},
+		{name: "a copy of the key spelled X_API_KEY", header: key("X-API-Key", live, "X_API_KEY", live, "x_Api_key", live), status: 200, check: upstreamSaw(liveID)},
+		{name: "the key spelled X_API_KEY only", header: key("X_API_KEY", live), status: 401, code: "4011"},
 
 		// ---- enforce: what the key is ----
 		{name: "right prefix and checksum, unknown", header: key("X-API-Key", unknown), status: 401, code: "4012"},

@@ -219,6 +219,9 @@ func (r *call) allow(f *apikey.Facts, from []int, h map[string][]string) {
 				return
 			}
 		}
+		if !r.clearKeySpellings(h) {
+			return
+		}
 	}
 	logger().Debug("keygate: request allowed", "api_key_id", f.APIKeyID, "workspace_id", f.WorkspaceID, "request_id", r.reqID)
 }

@@ -14,6 +14,8 @@ package plugin
 // they cost no call; each other one costs one clear_header, on requests
 // that carry it only.
 
+import "strings"
+
 // reservedHeader reports whether a request header name is one of keygate's
 // (see above). Names come lower-case from get_headers, but any case is
 // accepted.
@@ -83,6 +85,33 @@ func (r *call) clearReserved(h map[string][]string, keep func(string) bool) bool
 			if err := r.k.clearHeader(name); err != nil {
 				r.internal("kong.service.request.clear_header", err)
 				return false
+			}
+		}
+	}
+	return true
+}
+
+// clearKeySpellings removes, for hide_credentials, every header that spells
+// a key header with '_' for '-' (X_API_KEY for X-API-Key). Kong turns
+// underscores_in_headers on (kong/templates/nginx_kong.lua, 3.8.0 and
+// 3.9.0) and clear_header removes only the exact name, so such a copy of
+// the key would reach the upstream, where CGI/WSGI-style servers read it
+// as the key header itself. The key is never taken from such a spelling
+// (findKey reads the configured names only). One clear_header per header
+// found; none when there is none. It reports false when a PDK call failed
+// (the request is answered).
+func (r *call) clearKeySpellings(h map[string][]string) bool {
+	for name := range h {
+		if strings.IndexByte(name, '_') < 0 {
+			continue
+		}
+		for _, kh := range r.in.keyHeaders {
+			if foldEqual(name, kh.lower) {
+				if err := r.k.clearHeader(name); err != nil {
+					r.internal("kong.service.request.clear_header", err)
+					return false
+				}
+				break
 			}
 		}
 	}

@@ -394,8 +394,6 @@ func randomSecret() string {
 	return hex.EncodeToString(b)
 }
 
-func waitHTTP(url string, want int) error { return waitHTTPWith(http.DefaultClient, url, want) }
-
 func waitHTTPWith(c *http.Client, url string, want int) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {

@@ -117,7 +117,7 @@ func parseSidecarEndpoint(raw, caFile string) (*sidecarEndpoint, error) {
 	if u.Scheme == "http" {
 		if !isLoopbackHost(u.Hostname()) {
 			return nil, fmt.Errorf("sidecar_url %q: plain http is refused to %s, which is not a loopback address: "+
-				"the gateway secret would cross the network in clear; use https:// (trusting sidecar_ca_file) or unix:", raw, u.Hostname())
+				"the gateway secret would cross the network in clear; use https:// (trusting sidecar_ca_file) or a unix: socket", raw, u.Hostname())
 		}
 		if caFile != "" {
 			return nil, fmt.Errorf("sidecar_ca_file is only for an https:// sidecar_url, not %q", raw)

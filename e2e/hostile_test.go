@@ -208,6 +208,9 @@ func TestHostileInputs(t *testing.T) {
 		{name: "manage: no Authorization", path: ws, header: manageH(""), status: 401, code: "4010"},
 		{name: "manage: a header not UTF-8", raw: rawGET(ws, "Authorization: Bearer "+ownerJWT+"\r\nX-PORTAL-ACCESS-CODE: "+publicCode+"\r\nX-Note: \xff\r\n"),
 			status: 400, code: "4000"},
+		// get_path decodes %ff (kong/tools/uri.lua normalize); go-pdk cannot
+		// decode the result: the client's fault, 400, not 500.
+		{name: "manage: a path not UTF-8 once decoded", path: ws + "/%ff", header: manageH("Bearer " + ownerJWT), status: 400, code: "4000"},
 		{name: "manage: expired JWT", path: ws, header: manageH("Bearer " + hs(jwtSecret, claims(func(c jwt.MapClaims) {
 			c["iat"], c["exp"] = time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-time.Hour).Unix()
 		}))), status: 401, code: "4010"},

@@ -46,6 +46,12 @@ func (r *call) manage(h map[string][]string) {
 	sub, _ := claims["sub"].(string)
 	path, err := r.k.path()
 	if err != nil {
+		if notUTF8(err) { // e.g. /web/v1/workspaces/ws/api-keys/%ff: get_path decodes it
+			r.kongLog(kongWarn, "utf8-path", "keygate: a request path is not valid UTF-8 once decoded (go-pdk cannot decode it); answered "+outcome(envelope.BadRequest))
+			r.refuseWith(slog.LevelInfo, "keygate: request rejected", envelope.BadRequest, "request path must be valid UTF-8", nil,
+				"reason", "request path is not valid UTF-8")
+			return
+		}
 		r.internal("kong.request.get_path", err)
 		return
 	}

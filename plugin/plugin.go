@@ -103,7 +103,7 @@ func (c *Config) access(k kongAPI) {
 	}()
 	h, err := k.headers()
 	if err != nil {
-		if strings.Contains(err.Error(), "invalid UTF-8") {
+		if notUTF8(err) {
 			// Kong hands header values over as raw bytes; go-pdk refuses to
 			// decode a string that is not UTF-8. The client's fault: 400.
 			r.kongLog(kongWarn, "utf8", "keygate: a request's headers are not valid UTF-8 (go-pdk cannot decode them); answered "+outcome(envelope.BadRequest))
@@ -262,3 +262,10 @@ func SetLogger(l *slog.Logger) {
 		logPtr.Store(l)
 	}
 }
+
+// notUTF8 reports whether a PDK call failed because Kong handed over bytes
+// that are not UTF-8: Kong passes header values and the decoded path as
+// they came (kong/pdk/request.lua), and go-pdk's protobuf decoding refuses
+// a string field that is not UTF-8. go-pdk gives no typed error for it, so
+// its message is the only sign. The client's fault: 400, not 500.
+func notUTF8(err error) bool { return strings.Contains(err.Error(), "invalid UTF-8") }

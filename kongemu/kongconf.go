@@ -240,10 +240,21 @@ func ParseKongConf(b []byte, lookupEnv func(string) (string, bool)) (*KongConf, 
 		}
 		c.TrustedIPs = p
 	}
-	if v, ok := get("real_ip_header"); ok {
+	// real_ip_header and real_ip_recursive are aliases of
+	// nginx_proxy_real_ip_header and nginx_proxy_real_ip_recursive, which
+	// the nginx template reads; an alias fills its property only when the
+	// property itself is unset (kong/conf_loader/constants.lua
+	// aliased_properties and kong/conf_loader/init.lua, 3.8.1 and 3.9.1).
+	aliased := func(prop, alias string) (string, bool) {
+		if v, ok := get(prop); ok {
+			return v, true
+		}
+		return get(alias)
+	}
+	if v, ok := aliased("nginx_proxy_real_ip_header", "real_ip_header"); ok {
 		c.RealIPHeader = v
 	}
-	if v, ok := get("real_ip_recursive"); ok {
+	if v, ok := aliased("nginx_proxy_real_ip_recursive", "real_ip_recursive"); ok {
 		switch v {
 		case "on":
 			c.RealIPRecursive = true

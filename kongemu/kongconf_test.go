@@ -244,3 +244,29 @@ func containsAll(s string, subs []string) bool {
 	}
 	return true
 }
+
+// nginx_proxy_real_ip_header / _recursive are what the nginx template
+// reads; real_ip_header / _recursive fill them only when they are unset
+// (kong/conf_loader/constants.lua aliased_properties, 3.8.1 and 3.9.1).
+func TestKongConfRealIPAliases(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, text string
+		header     string
+		recursive  bool
+	}{
+		{"alias only", "real_ip_header = X-Forwarded-For\nreal_ip_recursive = on", "X-Forwarded-For", true},
+		{"property only", "nginx_proxy_real_ip_header = CF-Connecting-IP\nnginx_proxy_real_ip_recursive = on", "CF-Connecting-IP", true},
+		{"property wins over alias", "real_ip_header = X-Forwarded-For\nnginx_proxy_real_ip_header = CF-Connecting-IP\nreal_ip_recursive = on\nnginx_proxy_real_ip_recursive = off", "CF-Connecting-IP", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseKongConf([]byte(tc.text), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RealIPHeader != tc.header || c.RealIPRecursive != tc.recursive {
+				t.Fatalf("header %q recursive %v, want %q %v", c.RealIPHeader, c.RealIPRecursive, tc.header, tc.recursive)
+			}
+		})
+	}
+}

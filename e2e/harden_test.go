@@ -85,6 +85,13 @@ func TestSidecarOverTLS(t *testing.T) {
 	if r.json["headers"].(map[string]any)["X-Api-Key-Id"] == nil {
 		t.Fatalf("upstream did not see the key id: %s", r.body)
 	}
+	// The plugin's invalidation stream, opened by that request, reaches the
+	// TLS-only sidecar too (it dials through the same endpoint).
+	for deadline := time.Now().Add(5 * time.Second); s.metric(t, "keygate_push_subscribers") < 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no invalidation stream reached the TLS sidecar")
+		}
+	}
 	wantEnvelope(t, s.call("DELETE", keysPath+"/"+id, owner, ""), 200, "2000")
 	deadline := time.Now().Add(1500 * time.Millisecond)
 	for {

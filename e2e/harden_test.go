@@ -1,10 +1,22 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // TestManagementHeaders: every management answer through the gateway —
@@ -112,5 +124,55 @@ func TestSidecarOverTLS(t *testing.T) {
 	}
 	if r := s.http(); r == http.DefaultClient {
 		t.Fatal("stack is not TLS")
+	}
+}
+
+// TestJWKSOverHTTPSOnly drives the real plugin under kongemu with a manage
+// route verifying RS256 owner tokens against a JWKS on an https server
+// (trusted through SSL_CERT_FILE in Kong's nginx_main_env): the owner's
+// token works; with a JWKS URL that redirects to plain http, the redirect
+// is not followed and the same token is refused 401/4010.
+func TestJWKSOverHTTPSOnly(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := json.Marshal(map[string]any{"keys": []any{map[string]any{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+		"n": base64.RawURLEncoding.EncodeToString(key.N.Bytes()), "e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(key.E)).Bytes())}}})
+	var plainHits atomic.Int64
+	serveDoc := func(hits *atomic.Int64) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if hits != nil {
+				hits.Add(1)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(doc)
+		}
+	}
+	jwks := httptest.NewTLSServer(serveDoc(nil))
+	defer jwks.Close()
+	plain := httptest.NewServer(serveDoc(&plainHits))
+	defer plain.Close()
+	redirect := httptest.NewTLSServer(http.RedirectHandler(plain.URL+"/jwks.json", http.StatusFound))
+	defer redirect.Close()
+	caFile := filepath.Join(t.TempDir(), "jwks-ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: jwks.Certificate().Raw}), 0o600)
+
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"sub": "alice", "iat": time.Now().Unix(),
+		"exp": time.Now().Add(time.Hour).Unix(), "workspaces": map[string]string{workspace: "OWNER"}})
+	tok.Header["kid"] = "k1"
+	owner, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := map[string]string{"Authorization": "Bearer " + owner, "X-PORTAL-ACCESS-CODE": publicCode}
+
+	s := startStack(t, withJWKS(jwks.URL+"/jwks.json", caFile))
+	wantEnvelope(t, s.call("GET", keysPath, h, ""), 200, "2000")
+
+	s = startStack(t, withJWKS(redirect.URL+"/jwks.json", caFile))
+	wantEnvelope(t, s.call("GET", keysPath, h, ""), 401, "4010")
+	if n := plainHits.Load(); n != 0 {
+		t.Fatalf("the plain-http JWKS was fetched %d times", n)
 	}
 }

@@ -160,7 +160,18 @@ func startProxiedStack(t *testing.T) *stack {
 // stackOption changes how newStack starts the stack.
 type stackOption func(*stackOpts)
 
-type stackOpts struct{ tls, handover bool }
+type stackOpts struct {
+	tls, handover bool
+	// jwksURL and jwksCA: the manage route verifies RS256 owner tokens
+	// against this JWKS instead of the HS256 secret, trusting jwksCA (a PEM
+	// file) through SSL_CERT_FILE, listed in nginx_main_env.
+	jwksURL, jwksCA string
+}
+
+// withJWKS points the manage route at a JWKS (see stackOpts).
+func withJWKS(url, caFile string) stackOption {
+	return func(o *stackOpts) { o.jwksURL, o.jwksCA = url, caFile }
+}
 
 // withConsoleHandover starts the sidecar with --console-handover, as the
 // demo does: the console reads a token from its URL fragment.
@@ -223,6 +234,13 @@ func newStack(repo string, via func(sidecarAddr string) string, options ...stack
 		}
 		yml = bytes.ReplaceAll(yml, []byte(r[0]), []byte(r[1]))
 	}
+	if o.jwksURL != "" {
+		re := regexp.MustCompile(`jwt_algorithms:\n(\s+)- HS256\n(\s+)jwt_secret: \S+`)
+		if !re.Match(yml) {
+			return nil, fmt.Errorf("kong/kong.yml: no HS256 manage route to point at a JWKS")
+		}
+		yml = re.ReplaceAll(yml, []byte("jwt_algorithms:\n${1}- RS256\n${2}jwks_url: "+o.jwksURL))
+	}
 	if err := os.WriteFile(filepath.Join(dir, "kong.yml"), yml, 0o600); err != nil {
 		return nil, err
 	}
@@ -251,6 +269,11 @@ func newStack(repo string, via func(sidecarAddr string) string, options ...stack
 	conf = bytes.ReplaceAll(conf, []byte("/usr/local/bin/keygate"), []byte(filepath.Join(dir, "bin", "keygate")))
 	conf = bytes.ReplaceAll(conf, []byte("/usr/local/kong"), []byte(dir))
 	conf = append(conf, "\ntrusted_ips = 127.0.0.1\nreal_ip_header = X-Forwarded-For\n"...)
+	if o.jwksCA != "" {
+		// The plugin sees only what nginx_main_env lists.
+		conf = bytes.Replace(conf, []byte("nginx_main_env = KEYGATE_GATEWAY_SECRET;"), []byte("nginx_main_env = KEYGATE_GATEWAY_SECRET; env SSL_CERT_FILE;"), 1)
+		s.env = append(s.env, "SSL_CERT_FILE="+o.jwksCA)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "kong.conf"), conf, 0o600); err != nil {
 		return nil, err
 	}

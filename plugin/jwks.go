@@ -29,8 +29,13 @@ const (
 	// this are fetched again before they are used (a request waits at most
 	// JWKSFetchTimeout), so a key removed from the JWKS stops verifying
 	// within JWKSMaxAge of its removal. While the JWKS cannot be fetched,
-	// the last keys fetched stay in use (logged at every attempt).
+	// the last keys fetched stay in use for JWKSMaxStale more (an IdP blip
+	// does not lock owners out), then no longer: fail closed, so a removed
+	// key works at most JWKSMaxAge + JWKSMaxStale whatever the JWKS does.
 	JWKSMaxAge = 60 * time.Second
+	// JWKSMaxStale: how long past JWKSMaxAge the last keys stay in use
+	// while every fetch fails.
+	JWKSMaxStale = 60 * time.Second
 	// JWKSFetchTimeout bounds one fetch, and so how long a request with an
 	// unknown kid may wait for it.
 	JWKSFetchTimeout = 3 * time.Second
@@ -62,6 +67,7 @@ type jwksSet struct {
 	client       *http.Client
 	minRefresh   time.Duration
 	maxAge       time.Duration
+	maxStale     time.Duration
 	fetchTimeout time.Duration
 
 	snap atomic.Pointer[jwksSnapshot]
@@ -69,6 +75,7 @@ type jwksSet struct {
 	mu          sync.Mutex
 	lastAttempt time.Time
 	inflight    chan struct{}
+	lastErr     string // why the last fetch failed; "" when it succeeded
 
 	fetches atomic.Int64 // fetches started, for tests and metrics
 }
@@ -104,6 +111,7 @@ func newJWKSSet(url string) *jwksSet {
 		},
 		minRefresh:   JWKSMinRefresh,
 		maxAge:       JWKSMaxAge,
+		maxStale:     JWKSMaxStale,
 		fetchTimeout: JWKSFetchTimeout,
 	}
 }
@@ -123,8 +131,8 @@ func (s *jwksSet) keysFor(alg, kid string) []jwt.VerificationKey {
 	if snap != nil && kid != "" && len(snap.byKid[kid]) == 0 {
 		snap = s.refresh(true)
 	}
-	if snap == nil {
-		return nil
+	if snap == nil || time.Since(snap.fetchedAt) > s.maxAge+s.maxStale {
+		return nil // never fetched, or stale past the bound: fail closed
 	}
 	cands := snap.all
 	if kid != "" {
@@ -190,12 +198,28 @@ func (s *jwksSet) fetch(done chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.fetchTimeout)
 	defer cancel()
 	snap, err := s.get(ctx)
+	s.mu.Lock()
+	if err != nil {
+		s.lastErr = err.Error()
+	} else {
+		s.lastErr = ""
+	}
+	s.mu.Unlock()
 	if err != nil {
 		logger().Warn("keygate: JWKS fetch failed; keeping the previous keys", "jwks_url", s.url, "err", err.Error())
 		return
 	}
 	s.snap.Store(snap)
 	logger().Info("keygate: JWKS loaded", "jwks_url", s.url, "keys", len(snap.all))
+}
+
+// failing reports why the last fetch failed, if it did. The fetch runs on
+// a goroutine of its own, where there is no request to log through Kong
+// with; a refused token asks this and says it through kong.log.
+func (s *jwksSet) failing() (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr, s.lastErr != ""
 }
 
 func (s *jwksSet) get(ctx context.Context) (*jwksSnapshot, error) {

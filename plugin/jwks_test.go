@@ -268,3 +268,39 @@ func TestJWKSRedirectStaysHTTPS(t *testing.T) {
 		})
 	}
 }
+
+// TestJWKSUnreachableFailsClosed: while the JWKS cannot be fetched the last
+// keys keep verifying for a while, then no longer (a removed key cannot
+// outlive the bound by taking the IdP down), and a refused token says why
+// through kong.log, which Kong shows at its default level.
+func TestJWKSUnreachableFailsClosed(t *testing.T) {
+	t.Parallel()
+	k := keys()
+	srv := newJWKSTLSServer(t, rsaJWK("k1", &k.rsa.PublicKey))
+	set := jwksFor(srv.URL)
+	set.maxAge, set.maxStale, set.minRefresh = 500*time.Millisecond, 700*time.Millisecond, 50*time.Millisecond
+	cfg := jwksConfig(srv.URL)
+	try := func() *kongEnv {
+		return serve(t, cfg, manageRequest("Bearer "+sign(t, jwt.SigningMethodRS256, k.rsa, claims(), "k1"), "/web/v1/workspaces/ws1/api-keys", "code-partner", nil), "")
+	}
+	if e := try(); e.exited() {
+		t.Fatalf("k1 rejected: %s", e.ClientRes.Body)
+	}
+	fetched := time.Now()
+	srv.set() // no usable key: every fetch fails from now on
+	for {
+		e := try()
+		if e.exited() {
+			wantReject(t, e, envelope.Unauthorized)
+			wantLog(t, e, "err", "cannot be fetched")
+			break
+		}
+		if time.Since(fetched) > set.maxAge+set.maxStale+JWKSFetchTimeout {
+			t.Fatalf("k1 still verifies %s after the last good fetch (bound %s)", time.Since(fetched), set.maxAge+set.maxStale)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d := time.Since(fetched); d < set.maxAge {
+		t.Fatalf("the last keys were dropped %s after the last good fetch, before the refresh interval %s", d, set.maxAge)
+	}
+}

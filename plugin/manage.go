@@ -40,6 +40,12 @@ func (r *call) manage(h map[string][]string) {
 		if in.ipFail != nil && !r.preflight(h) {
 			r.ipFailed(in.ipFail) // asks Kong for the client IP unless done above
 		}
+		if in.keys != nil && in.keys.jwks != nil {
+			if msg, bad := in.keys.jwks.failing(); bad {
+				r.kongLog(kongErr, "jwks|"+in.keys.jwks.url, "keygate: JWKS "+in.keys.jwks.url+" cannot be fetched ("+msg+
+					"); its last keys stay in use at most "+(JWKSMaxAge+JWKSMaxStale).String()+" after they were fetched, then owner tokens answer "+outcome(envelope.Unauthorized))
+			}
+		}
 		r.refuse(slog.LevelInfo, "keygate: management request rejected", envelope.Unauthorized, "reason", why)
 		return
 	}

@@ -3,48 +3,19 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/keygate/keygate/internal/apikey"
+	"github.com/keygate/keygate/kongemu/kongemutest"
 )
 
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // TestKongLogThroughKongemu runs the real keygate binary under kongemu (our
 // player of Kong's side of the plugin protocol) with no KEYGATE_* variable
@@ -68,7 +39,7 @@ func TestKongLogThroughKongemu(t *testing.T) {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
-	sidecar := closedAddr(t)
+	sidecar := kongemutest.ClosedAddr(t)
 	yml := fmt.Sprintf(`_format_version: "3.0"
 services:
   - name: orders
@@ -93,7 +64,7 @@ services:
 	if err := os.WriteFile(filepath.Join(dir, "kong.yml"), []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	gateway := closedAddr(t)
+	gateway := kongemutest.ClosedAddr(t)
 	cmd := exec.Command(filepath.Join(bin, "kongemu"), "--config", filepath.Join(dir, "kong.yml"), "--plugin", filepath.Join(bin, "keygate"),
 		"--listen", gateway, "--prefix", dir)
 	for _, kv := range os.Environ() {
@@ -101,7 +72,7 @@ services:
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	var out lockedBuffer
+	var out kongemutest.LogBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"github.com/keygate/keygate/kongemu/kongemutest"
 )
 
-
 // TestKongLogThroughKongemu runs the real keygate binary under kongemu (our
 // player of Kong's side of the plugin protocol) with no KEYGATE_* variable
 // in its environment — what Kong gives the plugin when kong.conf's

@@ -12,34 +12,42 @@ func TestPushHubDropsASubscriberThatFallsBehind(t *testing.T) {
 	defer h.close()
 	slow := h.subscribe()
 	fast := h.subscribe()
-	got := make(chan int)
-	go func() {
-		n := 0
-		for range pushBuffer + 10 {
-			<-fast.ch
-			n++
+	publish := func(n int) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() {
+			for range n {
+				h.key("sk_live_abcdefghijklmn")
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("publish blocked on a subscriber that does not read")
 		}
-		got <- n
-	}()
-	done := make(chan struct{})
-	go func() {
-		for range pushBuffer + 10 {
-			h.key("sk_live_abcdefghijklmn")
-		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("publish blocked on a subscriber that does not read")
 	}
+	read := func(n int) {
+		t.Helper()
+		for i := range n {
+			select {
+			case <-fast.ch:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("the reading subscriber got %d of %d lines", i, n)
+			}
+		}
+	}
+	publish(pushBuffer) // both buffers full, nobody cut off yet
+	read(pushBuffer)
+	if h.overflows.Load() != 0 {
+		t.Fatal("a subscriber was cut off before its buffer was full")
+	}
+	publish(10) // the slow one overflows on the first
+	read(10)
 	select {
 	case <-slow.done:
 	default:
 		t.Fatal("the slow subscriber was not disconnected")
-	}
-	if n := <-got; n != pushBuffer+10 {
-		t.Fatalf("the reading subscriber got %d lines", n)
 	}
 	if h.overflows.Load() != 1 || h.nsubs.Load() != 1 {
 		t.Fatalf("overflows %d, subscribers %d", h.overflows.Load(), h.nsubs.Load())

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -170,6 +172,11 @@ func TestPushedFallbackLostStreamAndRestart(t *testing.T) {
 	s.notServedAfter(t, secret, lost)
 	s.proxy.SetDown(false)
 	s.cachedUnderStream(t, secret)
+	if !external {
+		// Kong shows the loss and the return at its default log_level
+		// (notice): through kong.log, not the plugin's stderr.
+		s.kongLogShows(t, "invalidation stream from the key service at", "lost (", "is live again")
+	}
 
 	// A resubscription drops every cached fact: the next request asks.
 	s.proxy.SetDown(true)
@@ -190,4 +197,28 @@ func TestPushedFallbackLostStreamAndRestart(t *testing.T) {
 	s.restartSidecar(t)
 	s.cachedUnderStream(t, secret)
 	s.deniedWithin(t, secret, s.adminRevoke(t, workspace, id), 100*time.Millisecond)
+}
+
+// kongLogShows waits up to 2 s for kongemu's log (Kong's error log) to hold
+// every one of want.
+func (s *stack) kongLogShows(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(s.dir, "kongemu.log"))
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Kong's log lacks %q:\n%s", missing, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

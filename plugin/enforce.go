@@ -82,6 +82,13 @@ func (r *call) enforce(h map[string][]string) {
 		return
 	}
 	ck, facts, cached, known := in.cached(key)
+	if in.stream != nil {
+		// A change of the invalidation stream's state, said once through
+		// kong.log by the request that finds it (none in steady state).
+		if rep := in.stream.takeReport(); rep != nil {
+			r.kongLog(rep.level, rep.subject, rep.msg)
+		}
+	}
 	if !cached {
 		// The key service is about to be asked. While some client is
 		// blocked, ask Kong who this one is first. A key that was valid

@@ -30,8 +30,9 @@ import (
 type kongLevel uint8
 
 const (
-	kongErr  kongLevel = iota // kong.log.err
-	kongWarn                  // kong.log.warn
+	kongErr    kongLevel = iota // kong.log.err
+	kongWarn                    // kong.log.warn
+	kongNotice                  // kong.log.notice
 )
 
 // kongLogEvery is the shortest interval between two kong.log lines of one

@@ -64,11 +64,14 @@ func (a pdkAPI) exit(status int, body []byte, h map[string][]string) {
 	a.k.Response.Exit(status, body, h)
 }
 func (a pdkAPI) log(level kongLevel, msg string) {
-	if level == kongWarn {
+	switch level {
+	case kongWarn:
 		_ = a.k.Log.Warn(msg)
-		return
+	case kongNotice:
+		_ = a.k.Log.Notice(msg)
+	default:
+		_ = a.k.Log.Err(msg)
 	}
-	_ = a.k.Log.Err(msg)
 }
 
 // Access is the handler of Kong's access phase.

@@ -74,6 +74,29 @@ type pushStream struct {
 	// beat is monoNs of the last line read on the current subscription.
 	beat atomic.Int64
 	up   atomic.Bool
+	// report is a state change for kong.log, taken by the next request
+	// (takeReport): a loss, and the return after a loss. The stream's
+	// goroutine has no request to call the PDK with, and Kong drops the
+	// plugin's stderr at its default log level.
+	report   atomic.Pointer[streamReport]
+	reported bool // a loss was reported (only the goroutine touches it)
+}
+
+// streamReport is one state change to say through kong.log.
+type streamReport struct {
+	level   kongLevel
+	subject string
+	msg     string
+}
+
+// takeReport returns the pending state change, once; nil in steady state
+// (one atomic load).
+func (st *pushStream) takeReport() *streamReport {
+	p := st.report.Load()
+	if p == nil || !st.report.CompareAndSwap(p, nil) {
+		return nil
+	}
+	return p
 }
 
 var streams sync.Map // cache namespace → *pushStream
@@ -120,6 +143,10 @@ func (st *pushStream) run() {
 		wasUp, err := st.session()
 		if st.up.Swap(false) {
 			logger().Warn("keygate: invalidation stream lost; cached facts fall back to cache_ttl_ms", "sidecar", st.ns, "err", errString(err))
+			st.reported = true
+			st.report.Store(&streamReport{kongWarn, "stream-lost|" + st.ns,
+				"keygate: invalidation stream from the key service at " + st.ns + " lost (" + errString(err) +
+					"); cached key facts fall back to cache_ttl_ms until it is back"})
 		} else if err != nil {
 			logger().Debug("keygate: invalidation stream not available", "sidecar", st.ns, "err", err.Error())
 		}
@@ -214,6 +241,11 @@ func (st *pushStream) session() (wasUp bool, err error) {
 				st.beat.Store(monoNs(now))
 				st.up.Store(true)
 				logger().Info("keygate: invalidation stream live; cached facts live for cache_ttl_pushed_ms", "sidecar", st.ns)
+				if st.reported { // the first subscription is no news; a return after a loss is
+					st.reported = false
+					st.report.Store(&streamReport{kongNotice, "stream-live|" + st.ns,
+						"keygate: invalidation stream from the key service at " + st.ns + " is live again; cached key facts live for cache_ttl_pushed_ms"})
+				}
 			}
 		case lineKey:
 			st.seq.Add(1)

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	neturl "net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,7 @@ type jwksSnapshot struct {
 // request waits for a running fetch at most fetchTimeout.
 type jwksSet struct {
 	url          string
+	shown        string // url with any password redacted: what logs name
 	client       *http.Client
 	minRefresh   time.Duration
 	maxAge       time.Duration
@@ -92,8 +94,13 @@ func jwksFor(url string) *jwksSet {
 }
 
 func newJWKSSet(url string) *jwksSet {
+	shown := "(jwks_url)"
+	if u, err := neturl.Parse(url); err == nil {
+		shown = u.Redacted()
+	}
 	return &jwksSet{
-		url: url,
+		url:   url,
+		shown: shown,
 		client: &http.Client{
 			Timeout: JWKSFetchTimeout,
 			// A redirect is followed only to https: whoever could answer a
@@ -206,11 +213,11 @@ func (s *jwksSet) fetch(done chan struct{}) {
 	}
 	s.mu.Unlock()
 	if err != nil {
-		logger().Warn("keygate: JWKS fetch failed; keeping the previous keys", "jwks_url", s.url, "err", err.Error())
+		logger().Warn("keygate: JWKS fetch failed; keeping the previous keys", "jwks_url", s.shown, "err", err.Error())
 		return
 	}
 	s.snap.Store(snap)
-	logger().Info("keygate: JWKS loaded", "jwks_url", s.url, "keys", len(snap.all))
+	logger().Info("keygate: JWKS loaded", "jwks_url", s.shown, "keys", len(snap.all))
 }
 
 // failing reports why the last fetch failed, if it did. The fetch runs on

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -302,5 +303,14 @@ func TestJWKSUnreachableFailsClosed(t *testing.T) {
 	}
 	if d := time.Since(fetched); d < set.maxAge {
 		t.Fatalf("the last keys were dropped %s after the last good fetch, before the refresh interval %s", d, set.maxAge)
+	}
+}
+
+// A jwks_url with a password in it never shows it in what the plugin logs.
+func TestJWKSURLRedactedInLogs(t *testing.T) {
+	t.Parallel()
+	s := newJWKSSet("https://user:hunter2-secret@idp.example/jwks.json")
+	if strings.Contains(s.shown, "hunter2") || !strings.Contains(s.shown, "idp.example") {
+		t.Fatalf("shown %q", s.shown)
 	}
 }

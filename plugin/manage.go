@@ -42,7 +42,7 @@ func (r *call) manage(h map[string][]string) {
 		}
 		if in.keys != nil && in.keys.jwks != nil {
 			if msg, bad := in.keys.jwks.failing(); bad {
-				r.kongLog(kongErr, "jwks|"+in.keys.jwks.url, "keygate: JWKS "+in.keys.jwks.url+" cannot be fetched ("+msg+
+				r.kongLog(kongErr, "jwks|"+in.keys.jwks.shown, "keygate: JWKS "+in.keys.jwks.shown+" cannot be fetched ("+msg+
 					"); its last keys stay in use at most "+(JWKSMaxAge+JWKSMaxStale).String()+" after they were fetched, then owner tokens answer "+outcome(envelope.Unauthorized))
 			}
 		}

@@ -311,3 +311,13 @@ func TestSidecarURLTransport(t *testing.T) {
 		})
 	}
 }
+
+// A sidecar_url with a password is refused without repeating the password:
+// the refusal is written to Kong's log.
+func TestSidecarURLPasswordNotShown(t *testing.T) {
+	t.Parallel()
+	_, err := parseSidecarEndpoint("https://user:hunter2-secret@sidecar.internal:8443", "")
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "sidecar.internal") {
+		t.Fatalf("err = %v", err)
+	}
+}

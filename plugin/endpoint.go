@@ -104,7 +104,11 @@ func parseSidecarEndpoint(raw, caFile string) (*sidecarEndpoint, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("sidecar_url %q must be https://host:port, http://127.0.0.1:port (loopback only) or unix:/path.sock", raw)
+		shown := raw
+		if err == nil && u.User != nil {
+			shown = u.Redacted() // the refusal reaches Kong's log: never a password
+		}
+		return nil, fmt.Errorf("sidecar_url %q must be https://host:port, http://127.0.0.1:port (loopback only) or unix:/path.sock", shown)
 	}
 	port := u.Port()
 	if port == "" {
